@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Starts the real services the tests use, installing them when missing:
+# MariaDB (the inventory), the Temporal dev server. Safe to run again: what
+# already runs is left alone. Writes the env the tests read to
+# $NIMBUS_TEST_STATE/env (default .test-services/env); source it.
+#
+#   scripts/services.sh          # install + start
+#   scripts/services.sh stop     # stop what it started
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+state=${NIMBUS_TEST_STATE:-$root/.test-services}
+mkdir -p "$state"
+temporal_version=v1.5.1
+mysql_port=${NIMBUS_TEST_MYSQL_PORT:-3306}
+temporal_port=${NIMBUS_TEST_TEMPORAL_PORT:-7233}
+temporal_ui_port=${NIMBUS_TEST_TEMPORAL_UI_PORT:-8233}
+gobin=$(go env GOPATH)/bin
+
+log() { echo "services: $*" >&2; }
+
+apt_ready=
+apt_install() {
+	if [ "$(id -u)" != 0 ]; then
+		log "need root to install $* (or install them yourself)"; exit 1
+	fi
+	if [ -z "$apt_ready" ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq
+		apt_ready=1
+	fi
+	log "installing $*"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+wait_for() { # seconds, description, command...
+	local n=$(( $1 * 5 )) what=$2; shift 2
+	for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+	log "$what did not come up; see $state/*.log"; return 1
+}
+
+stop() {
+	[ -f "$state/temporal.pid" ] && kill "$(cat "$state/temporal.pid")" 2>/dev/null || true
+	mariadb-admin -uroot --port "$mysql_port" --protocol=tcp shutdown 2>/dev/null || true
+	rm -f "$state"/*.pid
+}
+
+if [ "${1:-}" = stop ]; then stop; exit 0; fi
+
+# MariaDB
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || apt_install mariadb-server
+if ! mariadb-admin -uroot ping >/dev/null 2>&1; then
+	install -d -o mysql -g root -m 755 /run/mysqld
+	log "starting MariaDB on 127.0.0.1:$mysql_port"
+	nohup /usr/sbin/mariadbd --user=mysql --bind-address=127.0.0.1 --port="$mysql_port" \
+		--socket=/run/mysqld/mysqld.sock --max-connections=1000 \
+		--innodb-flush-log-at-trx-commit=2 >"$state/mariadb.log" 2>&1 &
+	wait_for 60 MariaDB mariadb-admin -uroot ping
+fi
+mariadb -uroot -e "CREATE USER IF NOT EXISTS 'nimbus'@'localhost' IDENTIFIED BY 'nimbus';
+  CREATE USER IF NOT EXISTS 'nimbus'@'127.0.0.1' IDENTIFIED BY 'nimbus';
+  GRANT ALL ON \`nimbus%\`.* TO 'nimbus'@'localhost';
+  GRANT ALL ON \`nimbus%\`.* TO 'nimbus'@'127.0.0.1';
+  FLUSH PRIVILEGES;"
+
+# Temporal dev server (CLI binary, cached in GOPATH/bin)
+temporal=$(command -v temporal || true)
+[ -n "$temporal" ] || temporal=$gobin/temporal
+if [ ! -x "$temporal" ]; then
+	log "installing the Temporal CLI $temporal_version with go install (about 5 minutes the first time)"
+	go install "github.com/temporalio/cli/cmd/temporal@$temporal_version"
+fi
+if ! "$temporal" operator cluster health --address "127.0.0.1:$temporal_port" >/dev/null 2>&1; then
+	log "starting Temporal dev server on 127.0.0.1:$temporal_port (UI :$temporal_ui_port)"
+	nohup "$temporal" server start-dev --ip 127.0.0.1 --port "$temporal_port" \
+		--ui-port "$temporal_ui_port" --log-level warn --db-filename "$state/temporal.db" \
+		--sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=off \
+		>"$state/temporal.log" 2>&1 &
+	echo $! >"$state/temporal.pid"
+	wait_for 120 Temporal "$temporal" operator cluster health --address "127.0.0.1:$temporal_port"
+fi
+
+cat >"$state/env" <<ENV
+export NIMBUS_TEST_MYSQL_DSN='nimbus:nimbus@tcp(127.0.0.1:$mysql_port)/'
+export NIMBUS_TEST_MYSQL_ROOT='root@unix(/run/mysqld/mysqld.sock)/'
+export NIMBUS_TEST_TEMPORAL=127.0.0.1:$temporal_port
+export NIMBUS_TEST_TEMPORAL_UI=http://127.0.0.1:$temporal_ui_port
+export NIMBUS_TEMPORAL_BIN=$temporal
+ENV
+log "ready: MariaDB 127.0.0.1:$mysql_port, Temporal 127.0.0.1:$temporal_port; env in $state/env"

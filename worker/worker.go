@@ -1,0 +1,34 @@
+// Package worker registers every workflow and activity in one place and runs
+// the Temporal worker.
+package worker
+
+import (
+	"go.temporal.io/sdk/client"
+	sdkworker "go.temporal.io/sdk/worker"
+
+	"github.com/nimbus-cloud/nimbus/activities"
+	"github.com/nimbus-cloud/nimbus/workflows"
+)
+
+// Register adds all workflows and activities to r. Keep this the only list.
+func Register(r sdkworker.Registry, deps activities.Deps) {
+	r.RegisterWorkflow(workflows.Ping)
+
+	r.RegisterActivity(&activities.Jobs{Deps: deps})
+	r.RegisterActivity(&activities.Health{Deps: deps})
+}
+
+// New builds a worker on the task queue with every workflow and activity.
+func New(c client.Client, taskQueue string, pollers int, deps activities.Deps) sdkworker.Worker {
+	if pollers <= 0 {
+		pollers = 8
+	}
+	w := sdkworker.New(c, taskQueue, sdkworker.Options{
+		MaxConcurrentWorkflowTaskPollers: pollers,
+		MaxConcurrentActivityTaskPollers: pollers,
+		// Quick inventory steps run as local activities; give them room.
+		MaxConcurrentLocalActivityExecutionSize: 256,
+	})
+	Register(w, deps)
+	return w
+}
