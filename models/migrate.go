@@ -125,6 +125,15 @@ func Pending(ctx context.Context, db *bun.DB) ([]string, error) {
 	m := migrate.NewMigrator(db, migrations,
 		migrate.WithTableName("nimbus_migrations"),
 		migrate.WithLocksTableName("nimbus_migration_locks"))
+	// No migrations table yet: every migration is pending.
+	var n int
+	if err := db.NewSelect().TableExpr("nimbus_migrations").ColumnExpr("count(*)").Scan(ctx, &n); err != nil {
+		var all []string
+		for _, mg := range migrations.Sorted() {
+			all = append(all, mg.Name)
+		}
+		return all, nil
+	}
 	ms, err := m.MigrationsWithStatus(ctx)
 	if err != nil {
 		return nil, err

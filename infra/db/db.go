@@ -81,17 +81,27 @@ func Open(ctx context.Context, dsn string) (*bun.DB, error) {
 		sqldb.SetMaxOpenConns(64)
 		sqldb.SetMaxIdleConns(32)
 		sqldb.SetConnMaxLifetime(30 * time.Minute)
+		// Ping before bun sees the DB: its MySQL dialect probes the server
+		// version at once and logs a warning when it cannot.
+		if err := ping(ctx, sqldb); err != nil {
+			sqldb.Close()
+			return nil, fmt.Errorf("inventory DB %s unreachable: %s", config.RedactDSN(dsn), firstLine(err.Error()))
+		}
 		db = bun.NewDB(sqldb, mysqldialect.New())
 	default:
 		return nil, fmt.Errorf("inventory DB %q: want sqlite://PATH or mysql://user:pw@tcp(host:port)/db", config.RedactDSN(dsn))
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := db.PingContext(pctx); err != nil {
+	if err := ping(ctx, sqldb); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("inventory DB %s unreachable: %s", config.RedactDSN(dsn), firstLine(err.Error()))
 	}
 	return db, nil
+}
+
+func ping(ctx context.Context, sqldb *sql.DB) error {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return sqldb.PingContext(pctx)
 }
 
 // IsSQLite tells whether db speaks the SQLite dialect.
