@@ -37,6 +37,40 @@ type JobSpec struct {
 // job id, and returns CloudStack's {id, jobid} answer. If the workflow cannot
 // start, the row is marked failed so no job stays pending forever.
 func (c *Call) StartJob(spec JobSpec) (*AsyncResponse, error) {
+	job, _, err := c.startJob(spec)
+	if err != nil {
+		return nil, err
+	}
+	return &AsyncResponse{ID: spec.ResponseID, JobID: job.UUID, JobUI: ntemporal.UILink(c.S.Cfg.TemporalUIURL, c.S.Namespace, job.UUID)}, nil
+}
+
+// RunJobSync runs a workflow as a job and waits for it, for commands that
+// CloudStack's API answers synchronously (addHost, createStoragePool...)
+// but that Nimbus runs durably. The job is visible in listAsyncJobs and the
+// Temporal UI like any other. If it outlasts timeout, the answer is a 530
+// naming the job, which goes on and can be followed with
+// queryAsyncJobResult.
+func (c *Call) RunJobSync(spec JobSpec, timeout time.Duration) (JobOutcome, error) {
+	job, run, err := c.startJob(spec)
+	if err != nil {
+		return JobOutcome{}, err
+	}
+	ctx, cancel := context.WithTimeout(c.Ctx, timeout)
+	defer cancel()
+	var out JobOutcome
+	if err := run.Get(ctx, &out); err != nil {
+		if ctx.Err() != nil {
+			return out, cserr.Internal("%s is still running as job %s; follow it with queryAsyncJobResult", c.Cmd.Name, job.UUID)
+		}
+		return out, cserr.As(unwrapWorkflowError(err))
+	}
+	return out, nil
+}
+
+// JobOutcome is what a job workflow returns.
+type JobOutcome = activities.JobOutcome
+
+func (c *Call) startJob(spec JobSpec) (*models.AsyncJob, client.WorkflowRun, error) {
 	s := c.S
 	job := &models.AsyncJob{
 		UUID: models.NewUUID(), Cmd: jobCmdName(c.Cmd.Name),
@@ -47,7 +81,7 @@ func (c *Call) StartJob(spec JobSpec) (*AsyncResponse, error) {
 		job.UserID, job.AccountID, job.DomainID = c.Caller.User.ID, c.Caller.Account.ID, c.Caller.Domain.ID
 	}
 	if _, err := s.DB.NewInsert().Model(job).Exec(c.Ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	opts := client.StartWorkflowOptions{
 		ID:                       job.UUID,
@@ -62,11 +96,12 @@ func (c *Call) StartJob(spec JobSpec) (*AsyncResponse, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Ctx), 15*time.Second)
 	defer cancel()
-	if _, err := s.Temporal.ExecuteWorkflow(ctx, opts, spec.Workflow, spec.Input); err != nil {
+	run, err := s.Temporal.ExecuteWorkflow(ctx, opts, spec.Workflow, spec.Input)
+	if err != nil {
 		b, _ := json.Marshal(map[string]any{"errorcode": cserr.InternalError, "errortext": "cannot start job: " + err.Error()})
 		_, _ = s.DB.NewUpdate().Model(job).Set("status = ?", models.JobFailed).Set("result_code = ?", cserr.InternalError).
 			Set("result = ?", string(b)).Set("completed = ?", models.Now()).WherePK().Exec(ctx)
-		return nil, cserr.Internal("cannot start job for %s: %v", c.Cmd.Name, err)
+		return nil, nil, cserr.Internal("cannot start job for %s: %v", c.Cmd.Name, err)
 	}
 	s.Metrics.WorkflowStarts.WithLabelValues(funcName(spec.Workflow)).Inc()
 	link := ntemporal.UILink(s.Cfg.TemporalUIURL, s.Namespace, job.UUID)
@@ -75,7 +110,7 @@ func (c *Call) StartJob(spec JobSpec) (*AsyncResponse, error) {
 	} else {
 		s.Log.Info("job started", "command", c.Cmd.Name, "jobid", job.UUID)
 	}
-	return &AsyncResponse{ID: spec.ResponseID, JobID: job.UUID, JobUI: link}, nil
+	return job, run, nil
 }
 
 func searchAttrs(c *Call, spec JobSpec) temporal.SearchAttributes {
