@@ -238,6 +238,12 @@ func TestDevQuickstart(t *testing.T) {
 	if code != 431 {
 		t.Fatalf("signed call with the printed keys = %d %v, want 431 (authenticated, job not found)", code, body)
 	}
+	// `nimbus api` signs with the keys in admin.json.
+	apiOut, err := exec.Command(bin, "api", "--data-dir", dir, "queryAsyncJobResult", "jobid=00000000-0000-4000-8000-000000000000").CombinedOutput()
+	if err == nil || !strings.Contains(string(apiOut), "HTTP 431") || !strings.Contains(string(apiOut), "Unable to find job") {
+		t.Errorf("nimbus api: err=%v out=%s, want HTTP 431 job not found", err, apiOut)
+	}
+
 	// Leave a workflow in Temporal's history.
 	tc, err := client.Dial(client.Options{HostPort: fmt.Sprintf("127.0.0.1:%d", tport)})
 	if err != nil {

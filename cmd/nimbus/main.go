@@ -22,6 +22,7 @@ Commands:
   server    the HTTP API (CloudStack's /client/api, /healthz, /metrics)
   worker    the Temporal worker that runs workflows and activities
   migrate   apply inventory migrations and exit
+  api       a signed API call with the keys nimbus dev wrote (nimbus api listZones)
   bench     benchmarks (nimbus bench -h)
 
 Run "nimbus <command> -h" for its flags. Every flag also reads NIMBUS_<FLAG>.
@@ -48,6 +49,8 @@ func main() {
 		err = runWorker(ctx, args, log)
 	case "migrate":
 		err = runMigrate(ctx, args, log)
+	case "api":
+		err = runAPI(ctx, args, log)
 	case "bench":
 		err = runBench(ctx, args, log)
 	case "-h", "--help", "help":
