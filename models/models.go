@@ -6,6 +6,13 @@
 // it, a unique uuid; timestamps are UTC; rows CloudStack keeps after removal
 // carry a soft-delete "removed" column; state changes go through guarded
 // updates (see Transition).
+//
+// References to other rows are plain int64 columns without database foreign
+// keys; an optional one is tagged nullzero, so 0 in Go is NULL in the table
+// (and never collides in a unique index). Column names and state values are
+// CloudStack's, except: zone_id for its data_center_id, state for host and
+// pool status (so Transition covers them), and names that are reserved words
+// in MySQL (key, interval, default, revoke) get a prefix or suffix.
 package models
 
 import (

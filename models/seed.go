@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"time"
 
 	"github.com/uptrace/bun"
 )
@@ -62,7 +63,10 @@ func Seed(ctx context.Context, db *bun.DB) error {
 				return err
 			}
 		}
-		return nil
+		if err := seedOSTypes(ctx, tx, now); err != nil {
+			return err
+		}
+		return seedOfferings(ctx, tx, now)
 	})
 }
 
@@ -100,4 +104,145 @@ func DefaultConfigurations() []Configuration {
 		{Name: "default.page.size", Value: "500", DefaultValue: "500", Category: "Advanced", Scope: "global", Description: "Page size when a list call gives none"},
 		{Name: "host.reconcile.interval", Value: "300", DefaultValue: "300", Category: "Advanced", Scope: "global", Description: "Seconds between reconciliations of hosts against the inventory"},
 	}
+}
+
+// Fixed UUIDs of the default offerings, as CloudStack ships them.
+const (
+	DiskOfferingSmallUUID            = "5e1a5d2c-0003-4000-8000-000000000001"
+	DiskOfferingMediumUUID           = "5e1a5d2c-0003-4000-8000-000000000002"
+	DiskOfferingLargeUUID            = "5e1a5d2c-0003-4000-8000-000000000003"
+	DiskOfferingCustomUUID           = "5e1a5d2c-0003-4000-8000-000000000004"
+	ServiceOfferingSmallUUID         = "5e1a5d2c-0004-4000-8000-000000000001"
+	ServiceOfferingMediumUUID        = "5e1a5d2c-0004-4000-8000-000000000002"
+	NetworkOfferingDefaultSharedUUID = "5e1a5d2c-0005-4000-8000-000000000001"
+)
+
+// NetworkOfferingDefaultSharedName is the name and unique name of the
+// default shared network offering.
+const NetworkOfferingDefaultSharedName = "DefaultSharedNetworkOffering"
+
+// Fixed UUIDs of OS rows that code and tests pick by default (all seeded OS
+// rows have fixed UUIDs; see DefaultOSTypes).
+const (
+	OSCategoryOtherUUID    = "5e1a5d2c-0001-4000-8000-000000000008"
+	OSTypeOtherLinux64UUID = "5e1a5d2c-0002-4000-8000-000000000802"
+	OSTypeOther64UUID      = "5e1a5d2c-0002-4000-8000-000000000804"
+)
+
+// GiB is 2^30 bytes, the unit of disk offering sizes.
+const GiB = int64(1) << 30
+
+// DefaultOSCategories are the OS categories every inventory starts with.
+func DefaultOSCategories() []OSCategory {
+	names := []string{"CentOS", "Debian", "Ubuntu", "RedHat", "SUSE", "Windows", "Unix", "Other"}
+	out := make([]OSCategory, len(names))
+	for i, n := range names {
+		out[i] = OSCategory{UUID: fmt.Sprintf("5e1a5d2c-0001-4000-8000-%012d", i+1), Name: n}
+	}
+	return out
+}
+
+// DefaultOSTypes are the OS types every inventory starts with. CategoryID
+// holds the 1-based position of the category in DefaultOSCategories (Seed
+// maps it to the stored id). UUIDs end in C*100+N (C the category, N the
+// position in it), so they never change; append, never reorder.
+func DefaultOSTypes() []OSType {
+	byCategory := [][]string{
+		{"CentOS 6.10 (64-bit)", "CentOS 7 (64-bit)", "CentOS 8 (64-bit)", "CentOS Stream 8 (64-bit)", "CentOS Stream 9 (64-bit)"},
+		{"Debian GNU/Linux 9 (64-bit)", "Debian GNU/Linux 10 (64-bit)", "Debian GNU/Linux 11 (64-bit)", "Debian GNU/Linux 12 (64-bit)", "Debian GNU/Linux 13 (64-bit)"},
+		{"Ubuntu 16.04 LTS (64-bit)", "Ubuntu 18.04 LTS (64-bit)", "Ubuntu 20.04 LTS (64-bit)", "Ubuntu 22.04 LTS (64-bit)", "Ubuntu 24.04 LTS (64-bit)"},
+		{"Red Hat Enterprise Linux 7 (64-bit)", "Red Hat Enterprise Linux 8 (64-bit)", "Red Hat Enterprise Linux 9 (64-bit)",
+			"Rocky Linux 8 (64-bit)", "Rocky Linux 9 (64-bit)", "AlmaLinux 8 (64-bit)", "AlmaLinux 9 (64-bit)",
+			"Oracle Linux 8 (64-bit)", "Oracle Linux 9 (64-bit)", "Fedora Linux (64-bit)"},
+		{"SUSE Linux Enterprise Server 12 SP5 (64-bit)", "SUSE Linux Enterprise Server 15 (64-bit)", "openSUSE Leap 15 (64-bit)"},
+		{"Windows Server 2016 (64-bit)", "Windows Server 2019 (64-bit)", "Windows Server 2022 (64-bit)", "Windows Server 2025 (64-bit)",
+			"Windows 10 (64-bit)", "Windows 11 (64-bit)"},
+		{"FreeBSD 13 (64-bit)", "FreeBSD 14 (64-bit)"},
+		// The 02 and 04 entries are OSTypeOtherLinux64UUID and OSTypeOther64UUID.
+		{"Other Linux (32-bit)", "Other Linux (64-bit)", "Other (32-bit)", "Other (64-bit)"},
+	}
+	var out []OSType
+	for c, names := range byCategory {
+		for i, n := range names {
+			out = append(out, OSType{
+				UUID:       fmt.Sprintf("5e1a5d2c-0002-4000-8000-%012d", (c+1)*100+i+1),
+				CategoryID: int64(c + 1), Name: n, DisplayName: n, ForDisplay: true,
+			})
+		}
+	}
+	return out
+}
+
+func seedOSTypes(ctx context.Context, tx bun.Tx, now time.Time) error {
+	cats := DefaultOSCategories()
+	catIDs := make(map[int64]int64, len(cats))
+	for i := range cats {
+		if err := insertMissing(ctx, tx, &cats[i], "uuid", cats[i].UUID); err != nil {
+			return err
+		}
+		catIDs[int64(i+1)] = cats[i].ID
+	}
+	for _, t := range DefaultOSTypes() {
+		t := t
+		t.CategoryID = catIDs[t.CategoryID]
+		t.Created = now
+		if err := insertMissing(ctx, tx, &t, "uuid", t.UUID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seedOfferings adds the disk, compute and network offerings CloudStack
+// ships, so a fresh cloud can deploy without an admin defining any. They
+// carry no domain or zone restriction: they are public.
+func seedOfferings(ctx context.Context, tx bun.Tx, now time.Time) error {
+	disks := []*DiskOffering{
+		{UUID: DiskOfferingSmallUUID, Name: "Small", DisplayText: "Small Disk, 5 GB", DiskSize: 5 * GiB, SortKey: 1},
+		{UUID: DiskOfferingMediumUUID, Name: "Medium", DisplayText: "Medium Disk, 20 GB", DiskSize: 20 * GiB, SortKey: 2},
+		{UUID: DiskOfferingLargeUUID, Name: "Large", DisplayText: "Large Disk, 100 GB", DiskSize: 100 * GiB, SortKey: 3},
+		{UUID: DiskOfferingCustomUUID, Name: "Custom", DisplayText: "Custom Disk", Customized: true, SortKey: 4},
+	}
+	for _, d := range disks {
+		d.ProvisioningType, d.State, d.DisplayOffering, d.Created = ProvisioningThin, OfferingActive, true, now
+		if err := insertMissing(ctx, tx, d, "uuid", d.UUID); err != nil {
+			return err
+		}
+	}
+	computes := []*ServiceOffering{
+		{UUID: ServiceOfferingSmallUUID, Name: "Small Instance", DisplayText: "Small Instance", CPU: 1, Speed: 500, RAMSize: 512, SortKey: 1},
+		{UUID: ServiceOfferingMediumUUID, Name: "Medium Instance", DisplayText: "Medium Instance", CPU: 1, Speed: 1000, RAMSize: 1024, SortKey: 2},
+	}
+	for _, o := range computes {
+		o.State, o.Created = OfferingActive, now
+		if err := insertMissing(ctx, tx, o, "uuid", o.UUID); err != nil {
+			return err
+		}
+	}
+	shared := &NetworkOffering{
+		UUID: NetworkOfferingDefaultSharedUUID, Name: NetworkOfferingDefaultSharedName,
+		UniqueName: NetworkOfferingDefaultSharedName, DisplayText: "Offering for Shared networks",
+		GuestType: GuestTypeShared, TrafficType: TrafficGuest, State: NetworkOfferingEnabled,
+		IsDefault: true, SpecifyVlan: true, SpecifyIPRanges: true, ConserveMode: true,
+		Availability: "Optional", Created: now,
+	}
+	if err := insertMissing(ctx, tx, shared, "uuid", shared.UUID); err != nil {
+		return err
+	}
+	for _, svc := range []string{"Dhcp", "Dns", "UserData"} {
+		n, err := tx.NewSelect().Model((*NetworkOfferingService)(nil)).
+			Where("network_offering_id = ? AND service = ?", shared.ID, svc).Count(ctx)
+		if err != nil {
+			return fmt.Errorf("seed lookup network offering service: %w", err)
+		}
+		if n > 0 {
+			continue
+		}
+		row := &NetworkOfferingService{NetworkOfferingID: shared.ID, Service: svc,
+			Provider: "VirtualRouter", Created: now}
+		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+			return fmt.Errorf("seed insert network offering service: %w", err)
+		}
+	}
+	return nil
 }
