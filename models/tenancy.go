@@ -57,6 +57,7 @@ type Account struct {
 	RoleID        int64     `bun:"role_id,notnull"`
 	State         string    `bun:"state,notnull"` // enabled, disabled, locked
 	NetworkDomain string    `bun:"network_domain"`
+	NeedsCleanup  bool      `bun:"needs_cleanup,notnull,default:false"` // a deleteAccount job failed part-way
 	Created       time.Time `bun:"created,notnull"`
 	Removed       time.Time `bun:"removed,soft_delete,nullzero"`
 }

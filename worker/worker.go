@@ -13,9 +13,14 @@ import (
 // Register adds all workflows and activities to r. Keep this the only list.
 func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.Ping)
+	r.RegisterWorkflow(workflows.DeleteAccount)
+	r.RegisterWorkflow(workflows.DeleteDomain)
+	r.RegisterWorkflow(workflows.DisableAccount)
+	r.RegisterWorkflow(workflows.DisableUser)
 
 	r.RegisterActivity(&activities.Jobs{Deps: deps})
 	r.RegisterActivity(&activities.Health{Deps: deps})
+	r.RegisterActivity(&activities.Tenancy{Deps: deps})
 }
 
 // New builds a worker on the task queue with every workflow and activity.
