@@ -85,13 +85,13 @@ type Driver interface {
 // Host names a hypervisor host and how to reach it. ID is the stable key
 // (the inventory UUID); the zone, pod and cluster keys scope it.
 type Host struct {
-	ID        string            // inventory UUID of the host
-	URL       string            // e.g. qemu+tcp://10.0.0.5/system, sim://host-1?cpus=32
-	Username  string            // credentials, when the URL needs them
-	Password  string            //
-	ZoneID    string            // inventory UUIDs of the host's zone, pod and cluster
-	PodID     string            //
-	ClusterID string            //
+	ID        string // inventory UUID of the host
+	URL       string // e.g. qemu+tcp://10.0.0.5/system, sim://host-1?cpus=32
+	Username  string // credentials, when the URL needs them
+	Password  string // (never printed: see String)
+	ZoneID    string // inventory UUIDs of the host's zone, pod and cluster,
+	PodID     string // which also scope the simulator's fault switches
+	ClusterID string
 	Details   map[string]string // driver-specific settings (vSphere datacenter, guest CPU mode...)
 }
 
@@ -171,48 +171,48 @@ func (s VMSpec) Ref() VMRef { return VMRef{Name: s.Name, UUID: s.UUID} }
 
 // VMSpec is everything a hypervisor needs to define a VM.
 type VMSpec struct {
-	Name            string // internal name (i-<account>-<id>-VM), unique per host
-	UUID            string // the VM's UUID (inventory UUID, libvirt/BIOS UUID)
-	DisplayName     string
-	VCPUs           int
-	MHz             int   // speed per vCPU, for CPU shares/limits
-	MemoryBytes     int64 //
-	MaxVCPUs        int   // ceiling for live scaling; 0 = VCPUs
-	MaxMemoryBytes  int64 // ceiling for live scaling; 0 = MemoryBytes
-	OSType          string
-	Disks           []Disk
-	NICs            []NIC
-	BootOrder       []BootDevice // empty = disk first
-	ISO             string       // path of an ISO to attach as CD-ROM, "" for none
-	UserData        string       // base64, as the API received it
-	ConsolePassword string
-	Metadata        map[string]string // recorded with the VM (e.g. account, template)
+	Name            string            `json:"name,omitempty"` // internal name (i-<account>-<id>-VM), unique per host
+	UUID            string            `json:"uuid,omitempty"` // the VM's UUID (inventory UUID, libvirt/BIOS UUID)
+	DisplayName     string            `json:"displayName,omitempty"`
+	VCPUs           int               `json:"vcpus,omitempty"`
+	MHz             int               `json:"mhz,omitempty"` // speed per vCPU, for CPU shares/limits
+	MemoryBytes     int64             `json:"memoryBytes,omitempty"`
+	MaxVCPUs        int               `json:"maxVcpus,omitempty"`       // ceiling for live scaling; 0 = VCPUs
+	MaxMemoryBytes  int64             `json:"maxMemoryBytes,omitempty"` // ceiling for live scaling; 0 = MemoryBytes
+	OSType          string            `json:"osType,omitempty"`
+	Disks           []Disk            `json:"disks,omitempty"`
+	NICs            []NIC             `json:"nics,omitempty"`
+	BootOrder       []BootDevice      `json:"bootOrder,omitempty"` // empty = disk first
+	ISO             string            `json:"iso,omitempty"`       // path of an ISO to attach as CD-ROM, "" for none
+	UserData        string            `json:"userData,omitempty"`  // base64, as the API received it
+	ConsolePassword string            `json:"consolePassword,omitempty"`
+	Metadata        map[string]string `json:"metadata,omitempty"` // recorded with the VM (e.g. account, template)
 }
 
 // Disk is a volume as a VM sees it.
 type Disk struct {
-	VolumeID  string // inventory UUID of the volume
-	Pool      string // pool identity on the host (pool UUID/name, datastore)
-	Path      string // volume path in the pool; the disk's stable identity
-	Format    string // qcow2, raw, vmdk, vhd
-	SizeBytes int64
-	DeviceID  int    // CloudStack device id: 0 = root
-	Bus       string // virtio, scsi, ide, sata
-	CDROM     bool
-	ReadOnly  bool
+	VolumeID  string `json:"volumeId,omitempty"` // inventory UUID of the volume
+	Pool      string `json:"pool,omitempty"`     // pool identity on the host (pool UUID/name, datastore)
+	Path      string `json:"path,omitempty"`     // volume path in the pool; the disk's stable identity
+	Format    string `json:"format,omitempty"`   // qcow2, raw, vmdk, vhd
+	SizeBytes int64  `json:"sizeBytes,omitempty"`
+	DeviceID  int    `json:"deviceId,omitempty"` // CloudStack device id: 0 = root
+	Bus       string `json:"bus,omitempty"`      // virtio, scsi, ide, sata
+	CDROM     bool   `json:"cdrom,omitempty"`
+	ReadOnly  bool   `json:"readOnly,omitempty"`
 }
 
 // NIC is a network interface of a VM.
 type NIC struct {
-	MAC      string
-	Label    string // bridge or port-group the traffic label names
-	VLAN     int    // 0 = untagged
-	IP       string
-	Netmask  string
-	Gateway  string
-	DeviceID int
-	Model    string // virtio, e1000, vmxnet3
-	Default  bool
+	MAC      string `json:"mac,omitempty"`
+	Label    string `json:"label,omitempty"` // bridge or port-group the traffic label names
+	VLAN     int    `json:"vlan,omitempty"`  // 0 = untagged
+	IP       string `json:"ip,omitempty"`
+	Netmask  string `json:"netmask,omitempty"`
+	Gateway  string `json:"gateway,omitempty"`
+	DeviceID int    `json:"deviceId,omitempty"`
+	Model    string `json:"model,omitempty"` // virtio, e1000, vmxnet3
+	Default  bool   `json:"default,omitempty"`
 }
 
 // BootDevice is one entry of a VM's boot order.
