@@ -3,6 +3,8 @@ package api
 import (
 	"errors"
 
+	"github.com/uptrace/bun"
+
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/models"
 )
@@ -17,6 +19,88 @@ func init() {
 		Response:     jobFields,
 		Handler:      queryAsyncJobResult,
 	})
+	Register(&Command{
+		Name:        "listAsyncJobs",
+		Description: "Lists all pending asynchronous jobs for the account",
+		Access:      AccessAll,
+		Params: append(OwnerListParams(),
+			Param{Name: "startdate", Type: TDate, Description: "jobs created on or after this date"},
+			Param{Name: "managementserverid", Type: TUUID, Description: "jobs of this management server (ignored: every server shares the jobs)"},
+		),
+		ResponseName: "asyncjobs",
+		Response:     jobFields,
+		Handler:      listAsyncJobs,
+	})
+}
+
+// jobItem is a job with its owner's domain (cloudstack-go AsyncJob).
+type jobItem struct {
+	JobResponse
+	DomainID   string `json:"domainid,omitempty"`
+	DomainPath string `json:"domainpath,omitempty"`
+}
+
+func (c *Call) jobItems(jobs []models.AsyncJob) ([]jobItem, error) {
+	ids := make([]int64, 0, len(jobs))
+	for _, j := range jobs {
+		ids = append(ids, j.DomainID)
+	}
+	doms := map[int64]models.Domain{}
+	if len(ids) > 0 {
+		var ds []models.Domain
+		if err := c.S.DB.NewSelect().Model(&ds).Where("id IN (?)", bun.List(ids)).WhereAllWithDeleted().Scan(c.Ctx); err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			doms[d.ID] = d
+		}
+	}
+	out := make([]jobItem, 0, len(jobs))
+	for i := range jobs {
+		it := jobItem{JobResponse: c.S.JobView(c.Ctx, &jobs[i])}
+		if d, ok := doms[jobs[i].DomainID]; ok {
+			it.DomainID, it.DomainPath = d.UUID, DisplayPath(d.Path)
+			if !d.Removed.IsZero() {
+				it.DomainPath = d.Name
+			}
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// listAsyncJobs lists the jobs the caller may see (its own account's; an
+// admin's per domain with listall/domainid, as every list), newest first.
+// Pending rows of the page are checked against Temporal and repaired.
+func listAsyncJobs(c *Call) (any, error) {
+	scope, err := c.Visibility()
+	if err != nil {
+		return nil, err
+	}
+	var jobs []models.AsyncJob
+	q := c.S.DB.NewSelect().Model(&jobs).Apply(scope.Modifier("async_job.account_id", "async_job.domain_id"))
+	if c.Has("startdate") {
+		t, _ := ParseDate(c.Str("startdate"))
+		q = q.Where("async_job.created >= ?", t)
+	}
+	q = c.Filtered(q, Filter{Keyword: []string{"async_job.cmd", "async_job.instance_type"}}).
+		OrderExpr("async_job.created DESC, async_job.id DESC")
+	n, err := c.ScanPage(q)
+	if err != nil {
+		return nil, err
+	}
+	for i := range jobs {
+		if jobs[i].Status == models.JobPending {
+			if err := c.S.repairJob(c.Ctx, &jobs[i]); err != nil {
+				c.S.Log.Warn("cannot check job against Temporal", "jobid", jobs[i].UUID, "err", err)
+			}
+		}
+	}
+	items, err := c.jobItems(jobs)
+	if err != nil {
+		return nil, err
+	}
+	return List{Key: "asyncjobs", Count: n, Items: items}, nil
 }
 
 var jobFields = []Field{
@@ -47,7 +131,11 @@ func queryAsyncJobResult(c *Call) (any, error) {
 		// The same answer as a missing job: do not reveal others' job ids.
 		return nil, cserr.Param("Unable to find job by id %s", c.Str("jobid"))
 	}
-	return c.S.JobView(c.Ctx, job), nil
+	items, err := c.jobItems([]models.AsyncJob{*job})
+	if err != nil {
+		return nil, err
+	}
+	return items[0], nil
 }
 
 // CanSeeJob: a job is visible to its own account; admins see jobs of the
