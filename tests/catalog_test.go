@@ -105,12 +105,20 @@ func TestCatalogOfferings(t *testing.T) {
 	}
 	before := catCount(t, s, (*models.ServiceOffering)(nil), "")
 	for name, set := range map[string]func(p *cloudstack.CreateServiceOfferingParams){
-		"zero cpus":          func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(0); p.SetMemory(512) },
-		"negative cpus":      func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(-1); p.SetMemory(512) },
-		"memory under 32":    func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(1); p.SetMemory(16) },
-		"zero speed":         func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(1); p.SetMemory(512); p.SetCpuspeed(0) },
-		"bad storage type":   func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(1); p.SetMemory(512); p.SetStoragetype("nvme") },
-		"bad provisioning":   func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(1); p.SetMemory(512); p.SetProvisioningtype("thick") },
+		"zero cpus":       func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(0); p.SetMemory(512) },
+		"negative cpus":   func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(-1); p.SetMemory(512) },
+		"memory under 32": func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(1); p.SetMemory(16) },
+		"zero speed":      func(p *cloudstack.CreateServiceOfferingParams) { p.SetCpunumber(1); p.SetMemory(512); p.SetCpuspeed(0) },
+		"bad storage type": func(p *cloudstack.CreateServiceOfferingParams) {
+			p.SetCpunumber(1)
+			p.SetMemory(512)
+			p.SetStoragetype("nvme")
+		},
+		"bad provisioning": func(p *cloudstack.CreateServiceOfferingParams) {
+			p.SetCpunumber(1)
+			p.SetMemory(512)
+			p.SetProvisioningtype("thick")
+		},
 		"fixed without cpus": func(p *cloudstack.CreateServiceOfferingParams) { p.SetCustomized(false); p.SetMemory(512) },
 		"min over max": func(p *cloudstack.CreateServiceOfferingParams) {
 			p.SetCustomized(true)
