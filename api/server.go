@@ -175,14 +175,17 @@ func (s *Server) serveAPI(c *gin.Context) {
 			return
 		}
 		call.Caller = caller
+		if err := s.rateLimit(c, caller); err != nil {
+			fail(err)
+			return
+		}
 		if err := s.authorize(call.Ctx, caller, cmd); err != nil {
 			fail(err)
 			return
 		}
-		if err := s.rateLimit(caller); err != nil {
-			fail(err)
-			return
-		}
+	} else if err := s.rateLimit(c, nil); err != nil {
+		fail(err)
+		return
 	}
 	if err := validate(cmd, call.params); err != nil {
 		fail(err)
@@ -198,7 +201,7 @@ func (s *Server) serveAPI(c *gin.Context) {
 		return
 	}
 	for _, ck := range call.setCookies {
-		http.SetCookie(c.Writer, &http.Cookie{Name: ck.name, Value: ck.value, Path: "/client", HttpOnly: true, SameSite: http.SameSiteLaxMode})
+		http.SetCookie(c.Writer, &http.Cookie{Name: ck.name, Value: ck.value, Path: "/client", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Request.TLS != nil})
 	}
 	writeJSON(c, http.StatusOK, map[string]any{respKey: out})
 }
@@ -219,7 +222,7 @@ func readParams(r *http.Request) (url.Values, error) {
 	if err := r.ParseForm(); err != nil {
 		return nil, err
 	}
-	return r.Form, nil
+	return r.Form, checkParamNames(r.Form)
 }
 
 func lowerKeys(v url.Values) url.Values {
