@@ -474,6 +474,18 @@ func deleteDomain(c *Call) (any, error) {
 	if InSubtree(c.Caller.Domain.Path, d.Path) {
 		return nil, cserr.Param("A domain cannot be deleted by an account inside it")
 	}
+	if !c.Caller.IsRootAdmin() && c.Bool("cleanup", false) {
+		// A domain admin does not administer root-admin accounts (see
+		// CanAdminAccount), so it may not have them deleted either.
+		admins, err := c.S.DB.NewSelect().Model((*models.Account)(nil)).
+			Where("type = ?", models.AccountTypeAdmin).Where("domain_id IN (?)", SubtreeIDs(c.S.DB, d.Path)).Exists(c.Ctx)
+		if err != nil {
+			return nil, err
+		}
+		if admins {
+			return nil, cserr.New(cserr.AccountError, "Domain %s holds root admin accounts; only a root admin may delete it", d.UUID)
+		}
+	}
 	resp, err := c.StartJob(JobSpec{
 		Workflow: workflows.DeleteDomain,
 		Input: workflows.DeleteDomainInput{

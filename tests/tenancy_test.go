@@ -294,6 +294,23 @@ func TestTenancyVisibilityAndLifecycle(t *testing.T) {
 		if err != nil || users.Count != 1 || users.Users[0].Apikey != u11.Key || users.Users[0].Secretkey != "" || !users.Users[0].Iscallerchilddomain {
 			t.Fatalf("domain admin listUsers id = %+v, %v", users, err)
 		}
+
+		// It manages subdomains below its own, not its own domain.
+		d12 := tenCreateDomain(t, dadmin.Client, "d12", "")
+		if d12.Parentdomainid != d1.Id || d12.Path != "ROOT/d1/d12" {
+			t.Fatalf("domain admin createDomain = %+v", d12)
+		}
+		if r, err := dadmin.Client.Domain.DeleteDomain(dadmin.Client.Domain.NewDeleteDomainParams(d12.Id)); err != nil || !r.Success {
+			t.Fatalf("domain admin deleteDomain = %+v, %v", r, err)
+		}
+		_, err = dadmin.Client.Domain.DeleteDomain(dadmin.Client.Domain.NewDeleteDomainParams(d1.Id))
+		tenWantCode(t, "domain admin deletes its own domain", err, 431)
+		_, err = dadmin.Client.Domain.CreateDomain(func() *cloudstack.CreateDomainParams {
+			p := dadmin.Client.Domain.NewCreateDomainParams("elsewhere")
+			p.SetParentdomainid(d2.Id)
+			return p
+		}())
+		tenWantCode(t, "domain admin createDomain outside its subtree", err, 531)
 	})
 
 	t.Run("root admin sees everything with listall", func(t *testing.T) {
@@ -460,9 +477,11 @@ func TestTenancyVisibilityAndLifecycle(t *testing.T) {
 	})
 
 	t.Run("jobs are visible to their account only", func(t *testing.T) {
-		// The domain admin ran disableAccount above: its job.
+		// The domain admin ran deleteDomain and disableAccount above: its
+		// jobs, newest first.
 		jobs, err := dadmin.Client.Asyncjob.ListAsyncJobs(dadmin.Client.Asyncjob.NewListAsyncJobsParams())
-		if err != nil || jobs.Count != 1 || !strings.HasSuffix(jobs.AsyncJobs[0].Cmd, "disableAccount") || jobs.AsyncJobs[0].Jobstatus != 1 {
+		if err != nil || jobs.Count != 2 || !strings.HasSuffix(jobs.AsyncJobs[0].Cmd, "disableAccount") ||
+			!strings.HasSuffix(jobs.AsyncJobs[1].Cmd, "deleteDomain") || jobs.AsyncJobs[0].Jobstatus != 1 {
 			t.Fatalf("domain admin listAsyncJobs = %+v, %v", jobs, err)
 		}
 		job := jobs.AsyncJobs[0]
