@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"time"
 
@@ -27,7 +28,7 @@ func (d *Driver) ConnectHost(ctx context.Context, h hypervisor.Host) (hypervisor
 	s.mu.Lock()
 	cur := s.hosts[h.ID]
 	if cur == nil || cur.url != h.URL || cur.scope != scope {
-		err = d.logApply(&record{T: recHost, Host: h.ID, URL: h.URL, Scope: &scope}, &seq)
+		err = d.logApply(&record{T: recHost, Host: h.ID, URL: h.URL, Scope: scope}, &seq)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -57,21 +58,17 @@ func (d *Driver) CheckHost(ctx context.Context, h hypervisor.Host) (hypervisor.H
 	var st hypervisor.HostStats
 	err := d.withHost(op, h, func(sh *host) error {
 		st.DefinedVMs = len(sh.vms)
+		used := 0 // MHz
 		for _, v := range sh.vms {
-			if v.state == hypervisor.StateRunning {
+			if v.State() == hypervisor.StateRunning {
 				st.RunningVMs++
-				st.UsedVCPUs += v.spec.VCPUs
-				st.UsedMemoryBytes += v.spec.MemoryBytes
+				st.UsedVCPUs += int(v.vcpus)
+				st.UsedMemoryBytes += v.mem
+				used += int(v.vcpus) * int(v.mhz)
 			}
 		}
 		st.FreeMemoryBytes = max(0, sh.info.MemoryBytes-st.UsedMemoryBytes)
 		if total := sh.info.CPUCores * sh.info.CPUMHz; total > 0 {
-			used := 0
-			for _, v := range sh.vms {
-				if v.state == hypervisor.StateRunning {
-					used += v.spec.VCPUs * v.spec.MHz
-				}
-			}
 			st.CPUUtilization = min(1, float64(used)/float64(total))
 		}
 		st.CheckedAt = time.Now()
@@ -105,30 +102,29 @@ func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hyperviso
 	if err := d.begin(ctx, op, h, spec.Name); err != nil {
 		return hypervisor.VMInfo{}, err
 	}
-	stored := internSpec(spec)
+	enc := encodeSpec(&spec)
 	var (
 		info hypervisor.VMInfo
 		seq  uint64
 	)
 	err := d.withHost(op, h, func(sh *host) error {
-		for _, v := range sh.vms {
-			if v.spec.Name == spec.Name && v.spec.UUID != spec.UUID {
-				return hypervisor.Errorf(driverName, op, spec.Name, hypervisor.ErrInvalid, "name is held by vm %s on host %s", v.spec.UUID, h.ID)
-			}
+		if v := sh.byName(spec.Name); v != nil && string(v.head().uuid) != spec.UUID {
+			return hypervisor.Errorf(driverName, op, spec.Name, hypervisor.ErrInvalid, "name is held by vm %s on host %s", v.head().uuid, h.ID)
 		}
 		cur := sh.vms[spec.UUID]
-		st := hypervisor.StateStopped
+		st := stateCode(hypervisor.StateStopped)
 		if cur != nil {
 			st = cur.state
 		}
-		if err := d.logApply(&record{T: recVM, Host: h.ID, Spec: stored, State: st}, &seq); err != nil {
+		if err := d.logApply(&record{T: recVM, Host: h.ID, Spec: enc, State: st}, &seq); err != nil {
 			return err
 		}
 		v := sh.vms[spec.UUID]
 		if cur == nil {
 			sh.emit(v, "defined")
 		}
-		info = sh.vmInfo(v)
+		info = hypervisor.VMInfo{Name: spec.Name, UUID: spec.UUID, State: v.State(), VCPUs: spec.VCPUs, MHz: spec.MHz,
+			MemoryBytes: spec.MemoryBytes, Disks: slices.Clone(spec.Disks), NICs: slices.Clone(spec.NICs), HostID: h.ID, Metadata: maps.Clone(spec.Metadata)}
 		return nil
 	})
 	if err != nil {
@@ -153,17 +149,17 @@ func (d *Driver) transition(ctx context.Context, op string, h hypervisor.Host, r
 		if v == nil {
 			return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrNotFound, "no such vm on host %s", h.ID)
 		}
-		next, err := change(v.state)
+		next, err := change(v.State())
 		if err != nil {
 			return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrInvalid, "%w", err)
 		}
-		if next == v.state {
+		if next == v.State() {
 			if reason == "rebooted" {
 				sh.emit(v, reason)
 			}
 			return nil
 		}
-		if err := d.logApply(&record{T: recState, Host: h.ID, UUID: v.spec.UUID, State: next}, &seq); err != nil {
+		if err := d.logApply(&record{T: recState, Host: h.ID, UUID: string(v.head().uuid), State: stateCode(next)}, &seq); err != nil {
 			return err
 		}
 		sh.emit(v, reason)
@@ -223,10 +219,11 @@ func (d *Driver) DestroyVM(ctx context.Context, h hypervisor.Host, ref hyperviso
 		if v == nil {
 			return nil
 		}
-		if err := d.logApply(&record{T: recVMDel, Host: h.ID, UUID: v.spec.UUID}, &seq); err != nil {
+		head := v.head()
+		if err := d.logApply(&record{T: recVMDel, Host: h.ID, UUID: string(head.uuid)}, &seq); err != nil {
 			return err
 		}
-		sh.emitEvent(hypervisor.VMEvent{HostID: h.ID, Name: v.spec.Name, UUID: v.spec.UUID, Reason: "undefined"})
+		sh.emitEvent(hypervisor.VMEvent{HostID: h.ID, Name: string(head.name), UUID: string(head.uuid), Reason: "undefined"})
 		return nil
 	})
 	if err != nil {
@@ -315,12 +312,13 @@ func (d *Driver) MigrateVM(ctx context.Context, src hypervisor.Host, ref hypervi
 		invalid := func(format string, args ...any) error {
 			return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrInvalid, format, args...)
 		}
-		if other := dh.find(hypervisor.VMRef{Name: v.spec.Name}); other != nil && other.spec.UUID != v.spec.UUID {
-			return invalid("name is held by vm %s on host %s", other.spec.UUID, dst.ID)
+		head := v.head()
+		if other := dh.byName(string(head.name)); other != nil && string(other.head().uuid) != string(head.uuid) {
+			return invalid("name is held by vm %s on host %s", other.head().uuid, dst.ID)
 		}
 		if opts.Live {
-			if v.state != hypervisor.StateRunning {
-				return invalid("vm is %s: live migration needs a running vm", v.state)
+			if v.State() != hypervisor.StateRunning {
+				return invalid("vm is %s: live migration needs a running vm", v.State())
 			}
 			if !sh.info.Capabilities.LiveMigration || !dh.info.Capabilities.LiveMigration {
 				return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrNotSupported, "host without live migration")
@@ -328,13 +326,13 @@ func (d *Driver) MigrateVM(ctx context.Context, src hypervisor.Host, ref hypervi
 			if sh.scope.Cluster != "" && dh.scope.Cluster != "" && sh.scope.Cluster != dh.scope.Cluster {
 				return invalid("hosts %s and %s are in different clusters", src.ID, dst.ID)
 			}
-		} else if v.state == hypervisor.StateRunning || v.state == hypervisor.StatePaused {
-			return invalid("vm is %s: stop it or migrate it live", v.state)
+		} else if st := v.State(); st == hypervisor.StateRunning || st == hypervisor.StatePaused {
+			return invalid("vm is %s: stop it or migrate it live", st)
 		}
-		if err := d.logApply(&record{T: recMove, Host: src.ID, To: dst.ID, UUID: v.spec.UUID, State: v.state}, &seq); err != nil {
+		if err := d.logApply(&record{T: recMove, Host: src.ID, To: dst.ID, UUID: string(head.uuid), State: v.state}, &seq); err != nil {
 			return err
 		}
-		sh.emitEvent(hypervisor.VMEvent{HostID: src.ID, Name: v.spec.Name, UUID: v.spec.UUID, Reason: "migrated"})
+		sh.emitEvent(hypervisor.VMEvent{HostID: src.ID, Name: string(head.name), UUID: string(head.uuid), Reason: "migrated"})
 		dh.emit(v, "migrated")
 		return nil
 	}()
@@ -350,7 +348,7 @@ func (d *Driver) MigrateVM(ctx context.Context, src hypervisor.Host, ref hypervi
 
 // change replaces a VM's spec with edit's result under the host's lock.
 func (d *Driver) change(ctx context.Context, op string, h hypervisor.Host, ref hypervisor.VMRef,
-	edit func(sh *host, v *vm) (*hypervisor.VMSpec, error)) error {
+	edit func(sh *host, v *vm, spec *hypervisor.VMSpec) (*hypervisor.VMSpec, error)) error {
 	if ref.Name == "" && ref.UUID == "" {
 		return hypervisor.Errorf(driverName, op, "", hypervisor.ErrInvalid, "no vm name or uuid")
 	}
@@ -363,11 +361,15 @@ func (d *Driver) change(ctx context.Context, op string, h hypervisor.Host, ref h
 		if v == nil {
 			return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrNotFound, "no such vm on host %s", h.ID)
 		}
-		next, err := edit(sh, v)
+		spec, err := decodeSpec(v.spec)
+		if err != nil {
+			return err
+		}
+		next, err := edit(sh, v, spec)
 		if err != nil || next == nil {
 			return err
 		}
-		return d.logApply(&record{T: recVM, Host: h.ID, Spec: next, State: v.state}, &seq)
+		return d.logApply(&record{T: recVM, Host: h.ID, Spec: encodeSpec(next), State: v.state}, &seq)
 	})
 	if err != nil {
 		return err
@@ -382,8 +384,8 @@ func (d *Driver) AttachVolume(ctx context.Context, h hypervisor.Host, ref hyperv
 	if disk.Path == "" {
 		return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrInvalid, "disk has no path")
 	}
-	return d.change(ctx, op, h, ref, func(sh *host, v *vm) (*hypervisor.VMSpec, error) {
-		for _, dk := range v.spec.Disks {
+	return d.change(ctx, op, h, ref, func(sh *host, v *vm, spec *hypervisor.VMSpec) (*hypervisor.VMSpec, error) {
+		for _, dk := range spec.Disks {
 			if dk.Path == disk.Path {
 				return nil, nil
 			}
@@ -391,12 +393,11 @@ func (d *Driver) AttachVolume(ctx context.Context, h hypervisor.Host, ref hyperv
 				return nil, hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrInvalid, "device id %d is taken by %s", disk.DeviceID, dk.Path)
 			}
 		}
-		if v.state == hypervisor.StateRunning && !sh.info.Capabilities.VolumeHotplug {
+		if v.State() == hypervisor.StateRunning && !sh.info.Capabilities.VolumeHotplug {
 			return nil, hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrNotSupported, "host without volume hotplug; stop the vm first")
 		}
-		next := *v.spec
-		next.Disks = append(slices.Clone(v.spec.Disks), disk)
-		return internSpec(next), nil
+		spec.Disks = append(spec.Disks, disk)
+		return spec, nil
 	})
 }
 
@@ -405,8 +406,8 @@ func (d *Driver) AttachVolume(ctx context.Context, h hypervisor.Host, ref hyperv
 // running VM stays.
 func (d *Driver) DetachVolume(ctx context.Context, h hypervisor.Host, ref hypervisor.VMRef, disk hypervisor.Disk) error {
 	const op = "DetachVolume"
-	return d.change(ctx, op, h, ref, func(sh *host, v *vm) (*hypervisor.VMSpec, error) {
-		i := slices.IndexFunc(v.spec.Disks, func(dk hypervisor.Disk) bool {
+	return d.change(ctx, op, h, ref, func(sh *host, v *vm, spec *hypervisor.VMSpec) (*hypervisor.VMSpec, error) {
+		i := slices.IndexFunc(spec.Disks, func(dk hypervisor.Disk) bool {
 			if disk.Path != "" {
 				return dk.Path == disk.Path
 			}
@@ -415,16 +416,15 @@ func (d *Driver) DetachVolume(ctx context.Context, h hypervisor.Host, ref hyperv
 		if i < 0 {
 			return nil, nil
 		}
-		running := v.state == hypervisor.StateRunning
-		if running && v.spec.Disks[i].DeviceID == 0 && !v.spec.Disks[i].CDROM {
+		running := v.State() == hypervisor.StateRunning
+		if running && spec.Disks[i].DeviceID == 0 && !spec.Disks[i].CDROM {
 			return nil, hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrInvalid, "root disk of a running vm")
 		}
 		if running && !sh.info.Capabilities.VolumeHotplug {
 			return nil, hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrNotSupported, "host without volume hotplug; stop the vm first")
 		}
-		next := *v.spec
-		next.Disks = slices.Delete(slices.Clone(v.spec.Disks), i, i+1)
-		return internSpec(next), nil
+		spec.Disks = slices.Delete(spec.Disks, i, i+1)
+		return spec, nil
 	})
 }
 
@@ -435,8 +435,8 @@ func (d *Driver) ResizeVM(ctx context.Context, h hypervisor.Host, ref hypervisor
 	if r.VCPUs < 0 || r.MHz < 0 || r.MemoryBytes < 0 {
 		return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrInvalid, "negative size")
 	}
-	return d.change(ctx, op, h, ref, func(sh *host, v *vm) (*hypervisor.VMSpec, error) {
-		next := *v.spec
+	return d.change(ctx, op, h, ref, func(sh *host, v *vm, cur *hypervisor.VMSpec) (*hypervisor.VMSpec, error) {
+		next := *cur
 		if r.VCPUs != 0 {
 			next.VCPUs = r.VCPUs
 		}
@@ -446,8 +446,7 @@ func (d *Driver) ResizeVM(ctx context.Context, h hypervisor.Host, ref hypervisor
 		if r.MemoryBytes != 0 {
 			next.MemoryBytes = r.MemoryBytes
 		}
-		if v.state == hypervisor.StateRunning {
-			cur := v.spec
+		if v.State() == hypervisor.StateRunning {
 			maxCPU, maxMem := cur.MaxVCPUs, cur.MaxMemoryBytes
 			if maxCPU == 0 {
 				maxCPU = cur.VCPUs
@@ -476,7 +475,7 @@ func (d *Driver) ResizeVM(ctx context.Context, h hypervisor.Host, ref hypervisor
 				next.MaxMemoryBytes = next.MemoryBytes
 			}
 		}
-		return internSpec(next), nil
+		return &next, nil
 	})
 }
 
@@ -493,12 +492,16 @@ func (d *Driver) ConsoleEndpoint(ctx context.Context, h hypervisor.Host, ref hyp
 		if v == nil {
 			return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrNotFound, "no such vm on host %s", h.ID)
 		}
-		if v.state != hypervisor.StateRunning {
-			return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrInvalid, "vm is %s, not running", v.state)
+		if v.State() != hypervisor.StateRunning {
+			return hypervisor.Errorf(driverName, op, ref.String(), hypervisor.ErrInvalid, "vm is %s, not running", v.State())
+		}
+		spec, err := decodeSpec(v.spec)
+		if err != nil {
+			return err
 		}
 		f := fnv.New32a()
-		f.Write([]byte(v.spec.UUID))
-		c = hypervisor.Console{Protocol: "vnc", Host: sh.info.PrivateIP, Port: 5900 + int(f.Sum32()%10000), Password: v.spec.ConsolePassword}
+		f.Write([]byte(spec.UUID))
+		c = hypervisor.Console{Protocol: "vnc", Host: sh.info.PrivateIP, Port: 5900 + int(f.Sum32()%10000), Password: spec.ConsolePassword}
 		return nil
 	})
 	return c, err

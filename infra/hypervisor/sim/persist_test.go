@@ -3,8 +3,10 @@ package sim
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,8 +30,12 @@ func state(t *testing.T, d *Driver) string {
 		for _, h := range s.hosts {
 			lines = append(lines, fmt.Sprintf("host %s %s %+v", h.id, h.url, h.scope))
 			for _, v := range h.vms {
-				b, _ := json.Marshal(v.spec)
-				lines = append(lines, fmt.Sprintf("vm %s %s %s", h.id, v.state, b))
+				spec, err := decodeSpec(v.spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := json.Marshal(spec)
+				lines = append(lines, fmt.Sprintf("vm %s %s %s", h.id, v.State(), b))
 			}
 		}
 		s.mu.Unlock()
@@ -162,13 +168,17 @@ func TestTornJournalTail(t *testing.T) {
 	workload(t, d, 20)
 	want := state(t, d)
 	d.crash()
-	// A write cut short by the crash of the machine leaves half a line.
+	// A write cut short by the crash of the machine leaves part of a frame.
+	rec := (&record{T: recVM, Host: "h1", State: 1, Spec: encodeSpec(&hypervisor.VMSpec{Name: "i-half", UUID: "half", VCPUs: 1, MemoryBytes: 1})}).appendTo(nil)
+	frame := binary.LittleEndian.AppendUint32(nil, uint32(len(rec)))
+	frame = binary.LittleEndian.AppendUint32(frame, crc32.Checksum(rec, crc32.MakeTable(crc32.Castagnoli)))
+	frame = append(frame, rec...)
 	logs, _ := filepath.Glob(filepath.Join(dir, "journal-*.log"))
 	f, err := os.OpenFile(logs[len(logs)-1], os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString(`{"t":"vm","h":"h1","spec":{"name":"i-half`)
+	f.Write(frame[:len(frame)/2])
 	f.Close()
 	d2 := open(t, dir)
 	if got := state(t, d2); got != want {

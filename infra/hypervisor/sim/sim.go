@@ -7,23 +7,25 @@
 // its journal record was written (write(2)) before it returned. Creations
 // and removals are also fsynced (group commit); see simkit.SyncMode. One
 // process owns a data directory at a time (flock); goroutines may share the
-// Driver freely. Hosts are kept in 64 shards, each with its own lock and a
-// map keyed by host id; a host keeps its VMs in a map keyed by VM UUID.
+// Driver freely.
+//
+// Scale: hosts are kept in 64 shards, each with its own lock and a map
+// keyed by host id; a host keeps its VMs in a map keyed by VM UUID, each VM
+// as its spec in a compact binary encoding (codec.go) that doubles as its
+// journal record, about 450 bytes per VM all told. 25,000 hosts with
+// 250,000 VMs take about 110 MiB of heap and reopen in about a second
+// (TestScale).
 package sim
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"maps"
 	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unique"
 
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor/sim/simkit"
@@ -85,9 +87,19 @@ type host struct {
 }
 
 type vm struct {
-	spec  *hypervisor.VMSpec // never changed once stored: replaced whole
-	state hypervisor.State
+	spec  []byte // encoded spec (codec.go); never changed once stored: replaced whole
+	mem   int64  // from the spec, for host stats
+	vcpus int32
+	mhz   int32
+	state uint8 // stateCode
 }
+
+func (v *vm) head() specHead {
+	h, _ := decodeHead(v.spec) // validated when stored
+	return h
+}
+
+func (v *vm) State() hypervisor.State { return stateOf(v.state) }
 
 type watcher struct {
 	ch     chan hypervisor.VMEvent
@@ -108,14 +120,12 @@ func OpenWith(dataDir string, o Options) (*Driver, error) {
 	}
 	if dataDir != "" {
 		j, err := simkit.OpenJournal(dataDir, simkit.JournalOptions{Sync: o.Sync, CompactBytes: o.CompactBytes},
-			func(line []byte) error {
-				var r record
-				if err := json.Unmarshal(line, &r); err != nil {
+			func(b []byte) error {
+				r, err := parseRecord(b)
+				if err != nil {
 					return err
 				}
-				if r.Spec != nil {
-					r.Spec = internSpec(*r.Spec)
-				}
+				r.Spec = slices.Clone(r.Spec) // b is the reader's buffer
 				return d.apply(&r)
 			}, d.dump)
 		if err != nil {
@@ -193,7 +203,7 @@ func (d *Driver) Stats() Stats {
 		for _, h := range s.hosts {
 			st.VMs += len(h.vms)
 			for _, v := range h.vms {
-				if v.state == hypervisor.StateRunning {
+				if v.State() == hypervisor.StateRunning {
 					st.RunningVMs++
 				}
 			}
@@ -232,7 +242,7 @@ func (d *Driver) SetVMState(hostID, vmUUID string, st hypervisor.State, reason s
 	if v == nil {
 		return hypervisor.Errorf(driverName, "SetVMState", vmUUID, hypervisor.ErrNotFound, "no such vm on host %s", hostID)
 	}
-	if err := d.logApply(&record{T: recState, Host: hostID, UUID: vmUUID, State: st}, nil); err != nil {
+	if err := d.logApply(&record{T: recState, Host: hostID, UUID: vmUUID, State: stateCode(st)}, nil); err != nil {
 		return err
 	}
 	h.emit(v, reason)
@@ -321,44 +331,17 @@ func (d *Driver) commit(seq uint64, important bool) error {
 	return d.j.Commit(seq, important)
 }
 
-// Journal records: idempotent facts, replayed in order (see simkit).
-const (
-	recHost    = "host"  // host connected: Host, URL, Scope
-	recHostDel = "host-" // host forgotten
-	recVM      = "vm"    // VM defined or changed: Host, Spec, State
-	recVMDel   = "vm-"   // VM undefined: Host, UUID
-	recState   = "st"    // VM state: Host, UUID, State
-	recMove    = "mv"    // VM moved from Host to To, then State
-)
-
-type record struct {
-	T     string             `json:"t"`
-	Host  string             `json:"h,omitempty"`
-	To    string             `json:"to,omitempty"`
-	URL   string             `json:"url,omitempty"`
-	Scope *simkit.Scope      `json:"scope,omitempty"`
-	UUID  string             `json:"u,omitempty"`
-	State hypervisor.State   `json:"s,omitempty"`
-	Spec  *hypervisor.VMSpec `json:"spec,omitempty"`
-}
-
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // logApply journals a record, then applies it; the caller holds the locks
 // of the shards it touches. seq, when not nil, receives the record's
 // sequence for commit.
 func (d *Driver) logApply(r *record, seq *uint64) error {
 	if d.j != nil {
-		buf := bufPool.Get().(*bytes.Buffer)
-		buf.Reset()
-		enc := json.NewEncoder(buf)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(r); err != nil {
-			bufPool.Put(buf)
-			return err
-		}
-		n, err := d.j.Write(buf.Bytes())
-		bufPool.Put(buf)
+		bp := bufPool.Get().(*[]byte)
+		*bp = r.appendTo((*bp)[:0])
+		n, err := d.j.Write(*bp)
+		bufPool.Put(bp)
 		if err != nil {
 			return err
 		}
@@ -385,25 +368,26 @@ func (d *Driver) apply(r *record) error {
 			h = &host{id: r.Host, vms: map[string]*vm{}}
 			d.shard(r.Host).hosts[r.Host] = h
 		}
-		h.url, h.info = r.URL, info
-		if r.Scope != nil {
-			h.scope = *r.Scope
-		}
+		h.url, h.info, h.scope = r.URL, info, r.Scope
 		h.scope.Host = r.Host
 	case recHostDel:
 		delete(d.shard(r.Host).hosts, r.Host)
 	case recVM:
+		head, err := decodeHead(r.Spec)
+		if err != nil {
+			return err
+		}
 		h := find(r.Host)
-		if h == nil || r.Spec == nil {
+		if h == nil {
 			return nil
 		}
-		v := h.vms[r.Spec.UUID]
+		v := h.vms[string(head.uuid)]
 		if v == nil {
-			v = &vm{state: hypervisor.StateStopped}
-			h.vms[r.Spec.UUID] = v
+			v = &vm{state: stateCode(hypervisor.StateStopped)}
+			h.vms[string(head.uuid)] = v
 		}
-		v.spec = r.Spec
-		if r.State != "" {
+		v.spec, v.mem, v.vcpus, v.mhz = r.Spec, head.mem, int32(head.vcpus), int32(head.mhz)
+		if r.State != 0 {
 			v.state = r.State
 		}
 	case recVMDel:
@@ -426,59 +410,39 @@ func (d *Driver) apply(r *record) error {
 				}
 			}
 		}
-		if dst != nil && r.State != "" {
+		if dst != nil && r.State != 0 {
 			if v := dst.vms[r.UUID]; v != nil {
 				v.state = r.State
 			}
 		}
 	default:
-		return fmt.Errorf("unknown record type %q", r.T)
+		return fmt.Errorf("unknown record type %d", r.T)
 	}
 	return nil
 }
 
-// dump writes the whole state as records, one shard at a time; encoding
-// happens outside the shard's lock (specs are immutable once stored).
+// dump writes the whole state as records, one shard at a time. VMs are
+// already encoded, so this is mostly copying.
 func (d *Driver) dump(emit func([]byte) error) error {
-	type item struct {
-		host  string
-		spec  *hypervisor.VMSpec
-		state hypervisor.State
-	}
-	var hosts []record
-	var items []item
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	put := func(r *record) error {
-		buf.Reset()
-		if err := enc.Encode(r); err != nil {
-			return err
-		}
-		return emit(buf.Bytes())
-	}
+	var buf []byte
 	for i := range d.shards {
 		s := &d.shards[i]
-		hosts, items = hosts[:0], items[:0]
 		s.mu.Lock()
 		for _, h := range s.hosts {
-			sc := h.scope
-			hosts = append(hosts, record{T: recHost, Host: h.id, URL: h.url, Scope: &sc})
+			buf = (&record{T: recHost, Host: h.id, URL: h.url, Scope: h.scope}).appendTo(buf[:0])
+			if err := emit(buf); err != nil {
+				s.mu.Unlock()
+				return err
+			}
 			for _, v := range h.vms {
-				items = append(items, item{h.id, v.spec, v.state})
+				buf = (&record{T: recVM, Host: h.id, State: v.state, Spec: v.spec}).appendTo(buf[:0])
+				if err := emit(buf); err != nil {
+					s.mu.Unlock()
+					return err
+				}
 			}
 		}
 		s.mu.Unlock()
-		for i := range hosts {
-			if err := put(&hosts[i]); err != nil {
-				return err
-			}
-		}
-		for _, it := range items {
-			if err := put(&record{T: recVM, Host: it.host, Spec: it.spec, State: it.state}); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }
@@ -486,7 +450,11 @@ func (d *Driver) dump(emit func([]byte) error) error {
 // emit tells the host's watchers about a VM's state; it never blocks: a
 // watcher that is behind loses events and its next one says Resync.
 func (h *host) emit(v *vm, reason string) {
-	h.emitEvent(hypervisor.VMEvent{HostID: h.id, Name: v.spec.Name, UUID: v.spec.UUID, State: v.state, Reason: reason})
+	if len(h.watchers) == 0 {
+		return
+	}
+	head := v.head()
+	h.emitEvent(hypervisor.VMEvent{HostID: h.id, Name: string(head.name), UUID: string(head.uuid), State: v.State(), Reason: reason})
 }
 
 func (h *host) emitEvent(ev hypervisor.VMEvent) {
@@ -522,8 +490,12 @@ func (h *host) find(ref hypervisor.VMRef) *vm {
 	if ref.UUID != "" {
 		return h.vms[ref.UUID]
 	}
+	return h.byName(ref.Name)
+}
+
+func (h *host) byName(name string) *vm {
 	for _, v := range h.vms {
-		if v.spec.Name == ref.Name {
+		if string(v.head().name) == name {
 			return v
 		}
 	}
@@ -531,54 +503,11 @@ func (h *host) find(ref hypervisor.VMRef) *vm {
 }
 
 func (h *host) vmInfo(v *vm) hypervisor.VMInfo {
-	s := v.spec
+	s, _ := decodeSpec(v.spec)
 	return hypervisor.VMInfo{
-		Name: s.Name, UUID: s.UUID, State: v.state, VCPUs: s.VCPUs, MHz: s.MHz, MemoryBytes: s.MemoryBytes,
-		Disks: slices.Clone(s.Disks), NICs: slices.Clone(s.NICs), HostID: h.id, Metadata: maps.Clone(s.Metadata),
+		Name: s.Name, UUID: s.UUID, State: v.State(), VCPUs: s.VCPUs, MHz: s.MHz, MemoryBytes: s.MemoryBytes,
+		Disks: s.Disks, NICs: s.NICs, HostID: h.id, Metadata: s.Metadata,
 	}
-}
-
-// internSpec deep-copies a spec, sharing the storage of strings that many
-// VMs repeat (pools, formats, buses, labels...).
-func internSpec(s hypervisor.VMSpec) *hypervisor.VMSpec {
-	c := s
-	c.OSType = intern(s.OSType)
-	if len(s.Disks) > 0 {
-		c.Disks = make([]hypervisor.Disk, len(s.Disks))
-		for i, dk := range s.Disks {
-			dk.Pool, dk.Format, dk.Bus = intern(dk.Pool), intern(dk.Format), intern(dk.Bus)
-			c.Disks[i] = dk
-		}
-	} else {
-		c.Disks = nil
-	}
-	if len(s.NICs) > 0 {
-		c.NICs = make([]hypervisor.NIC, len(s.NICs))
-		for i, n := range s.NICs {
-			n.Label, n.Netmask, n.Gateway, n.Model = intern(n.Label), intern(n.Netmask), intern(n.Gateway), intern(n.Model)
-			c.NICs[i] = n
-		}
-	} else {
-		c.NICs = nil
-	}
-	if len(s.BootOrder) > 0 {
-		c.BootOrder = slices.Clone(s.BootOrder)
-	} else {
-		c.BootOrder = nil
-	}
-	if len(s.Metadata) > 0 {
-		c.Metadata = maps.Clone(s.Metadata)
-	} else {
-		c.Metadata = nil
-	}
-	return &c
-}
-
-func intern(s string) string {
-	if s == "" {
-		return ""
-	}
-	return unique.Make(s).Value()
 }
 
 func sortVMs(vms []hypervisor.VMInfo) {

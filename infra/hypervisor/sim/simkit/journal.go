@@ -4,9 +4,10 @@ package simkit
 
 import (
 	"bufio"
-	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -43,8 +44,9 @@ type JournalOptions struct {
 	CompactBytes int64         // snapshot once the journal exceeds max(this, 2 x last snapshot); 0 = 64 MiB
 }
 
-// Journal is an append-only log of records (one line each, opaque to the
-// journal) in a directory it owns (flock), compacted into a snapshot.
+// Journal is an append-only log of records (opaque bytes, each framed
+// with its length and CRC-32C) in a directory it owns (flock), compacted
+// into a snapshot of the same framing.
 //
 // Records must be idempotent "set" or "delete" facts: after compaction a
 // record may be replayed over a snapshot that already contains it.
@@ -54,8 +56,9 @@ type Journal struct {
 	dump func(emit func(rec []byte) error) error
 	lock *os.File
 
-	mu     sync.Mutex // guards f, gen, size, seq, closed
+	mu     sync.Mutex // guards f, gen, size, seq, closed, frame
 	f      *os.File
+	frame  []byte
 	gen    uint64
 	size   int64
 	seq    uint64
@@ -63,6 +66,12 @@ type Journal struct {
 
 	syncMu sync.Mutex // serializes fsync and rotation
 	synced atomic.Uint64
+
+	gmu     sync.Mutex // group commit: want, leading, gerr
+	gcond   *sync.Cond
+	want    uint64
+	leading bool
+	gerr    error
 
 	snapBytes  atomic.Int64
 	compacting atomic.Bool
@@ -73,9 +82,54 @@ type Journal struct {
 
 const (
 	snapshotName   = "snapshot"
-	snapshotHeader = "#simkit-snapshot gen="
+	snapshotMagic  = "simkit-snapshot-1 gen="
 	lockName       = "LOCK"
+	frameHeader    = 8       // uint32 length, uint32 CRC-32C, little endian
+	maxRecordBytes = 1 << 26 // a length beyond this is damage, not a record
 )
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func appendFrame(b, rec []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(rec)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(rec, castagnoli))
+	return append(b, rec...)
+}
+
+// Ways a frame can be unreadable.
+var (
+	errShort   = errors.New("partial record")  // the file ends inside it
+	errBadSize = errors.New("bad record size") // zero or beyond maxRecordBytes
+	errCRC     = errors.New("record checksum mismatch")
+)
+
+// readFrame reads one frame into buf (grown as needed). At a clean end of
+// file it returns io.EOF; size is the frame's declared payload length.
+func readFrame(r *bufio.Reader, buf []byte) (rec []byte, size uint32, err error) {
+	var hdr [frameHeader]byte
+	n, err := io.ReadFull(r, hdr[:])
+	if err == io.EOF {
+		return nil, 0, io.EOF
+	}
+	if err != nil || n < frameHeader {
+		return nil, 0, errShort
+	}
+	size = binary.LittleEndian.Uint32(hdr[:4])
+	if size == 0 || size > maxRecordBytes {
+		return nil, size, errBadSize
+	}
+	if cap(buf) < int(size) {
+		buf = make([]byte, size)
+	}
+	buf = buf[:size]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, size, errShort
+	}
+	if crc32.Checksum(buf, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
+		return nil, size, errCRC
+	}
+	return buf, size, nil
+}
 
 func journalName(gen uint64) string { return fmt.Sprintf("journal-%016d.log", gen) }
 
@@ -186,83 +240,117 @@ func (j *Journal) journals() ([]uint64, error) {
 
 func replaySnapshot(f *os.File, apply func([]byte) error) (uint64, error) {
 	r := bufio.NewReaderSize(f, 1<<20)
-	head, err := r.ReadString('\n')
-	if err != nil || !strings.HasPrefix(head, snapshotHeader) {
-		return 0, fmt.Errorf("bad header %q", head)
+	head, _, err := readFrame(r, nil)
+	if err != nil || !strings.HasPrefix(string(head), snapshotMagic) {
+		return 0, errors.New("bad header")
 	}
-	gen, err := strconv.ParseUint(strings.TrimSpace(strings.TrimPrefix(head, snapshotHeader)), 10, 64)
+	gen, err := strconv.ParseUint(strings.TrimPrefix(string(head), snapshotMagic), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("bad header %q", head)
+		return 0, errors.New("bad header")
 	}
+	var buf []byte
 	for n := 2; ; n++ {
-		line, err := r.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			var more []byte
-			more, err = r.ReadBytes('\n')
-			line = append(slices.Clone(line), more...)
-		}
+		rec, _, err := readFrame(r, buf)
 		if err == io.EOF {
-			if len(line) != 0 { // a snapshot is renamed into place only when complete
-				return 0, fmt.Errorf("line %d: truncated", n)
-			}
 			return gen, nil
 		}
-		if err != nil {
-			return 0, err
+		if err != nil { // a snapshot is renamed into place only when complete
+			return 0, fmt.Errorf("record %d: %w", n, err)
 		}
-		if err := apply(bytes.TrimSuffix(line, []byte{'\n'})); err != nil {
-			return 0, fmt.Errorf("line %d: %w", n, err)
+		if err := apply(rec); err != nil {
+			return 0, fmt.Errorf("record %d: %w", n, err)
 		}
+		buf = rec[:0]
 	}
 }
 
-// replayFile applies every complete line and returns the offset after the
-// last one; a last line without its newline was torn by a crash.
+// replayFile applies every good frame and returns the offset after the
+// last one. A crash can only tear the end of the file: a partial last
+// frame, a last frame whose checksum fails, or a zero-filled tail (machine
+// crash). Damage with good data after it is corruption and an error.
 func replayFile(path string, apply func([]byte) error) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
 	r := bufio.NewReaderSize(f, 1<<20)
-	var off int64
+	var (
+		off int64
+		buf []byte
+	)
 	for n := 1; ; n++ {
-		line, err := r.ReadBytes('\n')
-		if err == io.EOF {
+		rec, size, err := readFrame(r, buf)
+		switch {
+		case err == io.EOF:
 			return off, nil
+		case errors.Is(err, errShort):
+			return off, nil
+		case errors.Is(err, errCRC) && off+frameHeader+int64(size) == st.Size():
+			return off, nil
+		case errors.Is(err, errBadSize):
+			if zeros, zerr := allZero(r); zerr == nil && zeros {
+				return off, nil
+			}
 		}
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("record %d at offset %d: %w", n, off, err)
 		}
-		if err := apply(line[:len(line)-1]); err != nil {
-			return 0, fmt.Errorf("line %d: %w", n, err)
+		if err := apply(rec); err != nil {
+			return 0, fmt.Errorf("record %d at offset %d: %w", n, off, err)
 		}
-		off += int64(len(line))
+		off += int64(frameHeader + len(rec))
+		buf = rec[:0]
 	}
 }
 
-// Write appends one record (a trailing newline is added when missing) with
-// one write(2), so it survives kill -9 once Write returns. Callers write
-// while holding the lock that orders changes to the same object, then call
-// Commit after releasing it.
+func allZero(r io.Reader) (bool, error) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := r.Read(buf)
+		for _, c := range buf[:n] {
+			if c != 0 {
+				return false, nil
+			}
+		}
+		if err == io.EOF {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+}
+
+// Write appends one record with one write(2), so it survives kill -9 once
+// Write returns. Callers write while holding the lock that orders changes
+// to the same object, then call Commit after releasing it.
 func (j *Journal) Write(rec []byte) (uint64, error) {
 	if p := j.failed.Load(); p != nil {
 		return 0, *p
 	}
-	if len(rec) == 0 || rec[len(rec)-1] != '\n' {
-		rec = append(rec, '\n')
+	if len(rec) == 0 || len(rec) > maxRecordBytes {
+		return 0, fmt.Errorf("simulator journal: record of %d bytes", len(rec))
 	}
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
 		return 0, errors.New("simulator journal closed")
 	}
-	if _, err := j.f.Write(rec); err != nil {
+	j.frame = appendFrame(j.frame[:0], rec)
+	if _, err := j.f.Write(j.frame); err != nil {
 		j.mu.Unlock()
 		return 0, fmt.Errorf("simulator journal: %w", err)
 	}
+	if cap(j.frame) > 1<<20 {
+		j.frame = nil
+	}
 	j.seq++
-	j.size += int64(len(rec))
+	j.size += int64(frameHeader + len(rec))
 	seq, size := j.seq, j.size
 	j.mu.Unlock()
 	if size > max(j.opts.CompactBytes, 2*j.snapBytes.Load()) && j.compacting.CompareAndSwap(false, true) {
@@ -289,21 +377,58 @@ func (j *Journal) Commit(seq uint64, important bool) error {
 }
 
 // Sync fsyncs the journal up to at least record seq. Concurrent callers
-// share one fsync (group commit).
+// share fsyncs (group commit): the first becomes the leader and fsyncs
+// until every waiter's record is covered; the others sleep until then.
 func (j *Journal) Sync(seq uint64) error {
 	if j.synced.Load() >= seq {
 		return nil
 	}
+	j.gmu.Lock()
+	defer j.gmu.Unlock()
+	if j.gcond == nil {
+		j.gcond = sync.NewCond(&j.gmu)
+	}
+	j.want = max(j.want, seq)
+	for j.synced.Load() < seq {
+		if j.gerr != nil {
+			return j.gerr
+		}
+		if j.leading {
+			j.gcond.Wait()
+			continue
+		}
+		j.leading = true
+		for j.synced.Load() < j.want && j.gerr == nil {
+			j.gmu.Unlock()
+			err := j.fsync()
+			j.gmu.Lock()
+			if err != nil {
+				j.gerr = err
+			}
+			j.gcond.Broadcast()
+		}
+		j.leading = false
+		if j.gerr != nil {
+			err := j.gerr
+			j.gerr = nil // later calls try again
+			return err
+		}
+	}
+	return nil
+}
+
+// fsync syncs every record written so far.
+func (j *Journal) fsync() error {
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
-	if j.synced.Load() >= seq {
-		return nil
-	}
 	j.mu.Lock()
 	f, upto, closed := j.f, j.seq, j.closed
 	j.mu.Unlock()
 	if closed {
 		return errors.New("simulator journal closed")
+	}
+	if j.synced.Load() >= upto {
+		return nil
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("simulator journal: %w", err)
@@ -370,16 +495,16 @@ func (j *Journal) Compact() error {
 		return err
 	}
 	w := bufio.NewWriterSize(sf, 1<<20)
-	fmt.Fprintf(w, "%s%d\n", snapshotHeader, gen)
-	err = j.dump(func(rec []byte) error {
-		if _, err := w.Write(rec); err != nil {
-			return err
-		}
-		if len(rec) == 0 || rec[len(rec)-1] != '\n' {
-			return w.WriteByte('\n')
-		}
-		return nil
-	})
+	var frame []byte
+	put := func(rec []byte) error {
+		frame = appendFrame(frame[:0], rec)
+		_, err := w.Write(frame)
+		return err
+	}
+	err = put(fmt.Appendf(nil, "%s%d", snapshotMagic, gen))
+	if err == nil {
+		err = j.dump(put)
+	}
 	if err == nil {
 		err = w.Flush()
 	}

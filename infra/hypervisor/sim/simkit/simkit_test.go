@@ -169,21 +169,52 @@ func TestJournalConcurrentCompaction(t *testing.T) {
 	}
 }
 
-func TestJournalCorruptMiddle(t *testing.T) {
-	dir := t.TempDir()
-	s := openKV(t, dir, JournalOptions{})
-	s.set(t, "a", "1")
-	s.j.Close()
-	logs, _ := filepath.Glob(filepath.Join(dir, "journal-*.log"))
-	os.WriteFile(logs[0], []byte("set a 1\nbroken\nset b 2\n"), 0o644)
-	_, err := OpenJournal(dir, JournalOptions{}, func(rec []byte) error {
-		if string(rec) == "broken" {
-			return errors.New("cannot parse")
+func TestJournalDamage(t *testing.T) {
+	frames := func(recs ...string) []byte {
+		var b []byte
+		for _, r := range recs {
+			b = appendFrame(b, []byte(r))
 		}
-		return nil
-	}, nil)
-	if err == nil || !strings.Contains(err.Error(), "line 2") {
-		t.Fatalf("corrupt journal opened: %v", err)
+		return b
+	}
+	good := frames("set a 1", "set b 2", "set c 3")
+	second := frameHeader + len("set a 1") // offset of the second frame
+	flip := func(b []byte, at int) []byte { b = append([]byte(nil), b...); b[at] ^= 0xff; return b }
+	tests := map[string]struct {
+		file []byte
+		want string // recovered state; "" = open fails
+	}{
+		"intact":                     {file: good, want: "a=1,b=2,c=3"},
+		"partial header at the end":  {file: good[:len(good)-len("set c 3")-3], want: "a=1,b=2"},
+		"partial payload at the end": {file: good[:len(good)-2], want: "a=1,b=2"},
+		"bad checksum of the last":   {file: flip(good, len(good)-1), want: "a=1,b=2"},
+		"zero-filled tail":           {file: append(append([]byte(nil), good...), make([]byte, 4096)...), want: "a=1,b=2,c=3"},
+		"bad checksum in the middle": {file: flip(good, second+frameHeader+1)},
+		"garbage in the middle":      {file: append(append(frames("set a 1"), "garbage!"...), frames("set b 2")...)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, journalName(1)), tc.file, 0o644)
+			if tc.want == "" {
+				_, err := OpenJournal(dir, JournalOptions{}, func([]byte) error { return nil }, nil)
+				if err == nil || !strings.Contains(err.Error(), "offset") {
+					t.Fatalf("damaged journal opened: %v", err)
+				}
+				return
+			}
+			s := openKV(t, dir, JournalOptions{})
+			if got := s.String(); got != tc.want {
+				t.Fatalf("recovered %s, want %s", got, tc.want)
+			}
+			s.set(t, "d", "4") // appends after the cut
+			s.j.Close()
+			s = openKV(t, dir, JournalOptions{})
+			defer s.j.Close()
+			if got := s.String(); got != tc.want+",d=4" {
+				t.Fatalf("after append: %s", got)
+			}
+		})
 	}
 }
 
