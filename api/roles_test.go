@@ -144,6 +144,12 @@ func TestRoleCommands(t *testing.T) {
 	if upd.Description != "changed" {
 		t.Fatalf("updateRole %s", r.Raw)
 	}
+	// cloudstack-go's UpdateRole reads the fields at the top level.
+	var flat cloudstack.UpdateRoleResponse
+	decode(r, &flat)
+	if flat.Id != roleID || flat.Description != "changed" || flat.Type != "User" {
+		t.Fatalf("updateRole flat %s", r.Raw)
+	}
 	decode(ts.admin(cmdParams("createRole", "name", "Temp", "type", "DomainAdmin")), &created)
 	var ok cloudstack.DeleteRoleResponse
 	decode(ts.admin(cmdParams("deleteRole", "id", created.Role.Id)), &ok)

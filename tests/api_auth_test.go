@@ -407,6 +407,11 @@ func TestAPIAuth(t *testing.T) {
 		if err != nil || role.Id == "" || role.Type != "User" {
 			t.Fatalf("createRole: %+v %v", role, err)
 		}
+		up := s.Client.Role.NewUpdateRoleParams(role.Id)
+		up.SetDescription("cannot list roles")
+		if upd, err := s.Client.Role.UpdateRole(up); err != nil || upd.Id != role.Id || upd.Description != "cannot list roles" {
+			t.Fatalf("updateRole: %+v %v", upd, err)
+		}
 		u := addAuthUser(t, s, role.Id)
 		us := cloudstack.NewClient(s.APIURL, u.APIKey, u.Secret, false)
 		if _, err := us.Role.ListRoles(us.Role.NewListRolesParams()); err != nil {
