@@ -56,6 +56,10 @@ func Open(ctx context.Context, dsn string) (*bun.DB, error) {
 			return nil, fmt.Errorf("inventory DB %s: %w", dsn, err)
 		}
 		sqldb.SetMaxOpenConns(8)
+		// Keep them all idle: reopening a SQLite connection re-runs the
+		// pragmas and costs more than the query.
+		sqldb.SetMaxIdleConns(8)
+		sqldb.SetConnMaxIdleTime(0)
 		db = bun.NewDB(sqldb, sqlitedialect.New())
 	case strings.HasPrefix(dsn, "mysql://"):
 		cfg, err := mysql.ParseDSN(strings.TrimPrefix(dsn, "mysql://"))
