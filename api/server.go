@@ -195,7 +195,9 @@ func (s *Server) serveAPI(c *gin.Context) {
 	if err != nil {
 		if cserr.Code(err) == 0 {
 			s.Log.Error("command failed", "command", cmd.Name, "request_id", call.RequestID, "err", err)
-			err = cserr.Internal("%s (request %s)", err.Error(), call.RequestID)
+			// The cause (often a DB error) stays in the log: clients get
+			// the request id to quote, not the inventory's internals.
+			err = cserr.Internal("internal error in %s; the server log has the cause (request %s)", cmd.Name, call.RequestID)
 		}
 		fail(err)
 		return
