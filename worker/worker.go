@@ -18,7 +18,18 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.DisableAccount)
 	r.RegisterWorkflow(workflows.DisableUser)
 
+	r.RegisterWorkflow(workflows.CreatePhysicalNetwork)
+	r.RegisterWorkflow(workflows.UpdatePhysicalNetwork)
+	r.RegisterWorkflow(workflows.DeletePhysicalNetwork)
+	r.RegisterWorkflow(workflows.AddTrafficType)
+	r.RegisterWorkflow(workflows.UpdateTrafficType)
+	r.RegisterWorkflow(workflows.DeleteTrafficType)
+	r.RegisterWorkflow(workflows.UpdateNetworkServiceProvider)
+	r.RegisterWorkflow(workflows.CreateStorageNetworkIPRange)
+	r.RegisterWorkflow(workflows.DeleteStorageNetworkIPRange)
+
 	r.RegisterActivity(&activities.Jobs{Deps: deps})
+	r.RegisterActivity(&activities.PhysNet{Deps: deps})
 	r.RegisterActivity(&activities.Health{Deps: deps})
 	r.RegisterActivity(&activities.Tenancy{Deps: deps})
 }
