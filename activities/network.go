@@ -724,14 +724,13 @@ var TrafficLabelColumns = map[string]string{
 
 // PhysNetTrafficAddInput is an addTrafficType job.
 type PhysNetTrafficAddInput struct {
-	UUID         string
-	PhysNetUUID  string
-	TrafficType  string
-	Labels       map[string]string // column -> label
-	Vlan         string
-	Actor        Actor
-	ZoneID       int64 // for the lock
-	PhysicalName string
+	UUID        string
+	PhysNetUUID string
+	TrafficType string
+	Labels      map[string]string // column -> label
+	Vlan        string
+	Actor       Actor
+	ZoneID      int64 // for the lock
 }
 
 // PhysNetTrafficAddCheck applies addTrafficType's rules: a traffic type

@@ -596,7 +596,7 @@ func addTrafficType(c *Call) (any, error) {
 	}
 	in := activities.PhysNetTrafficAddInput{
 		UUID: models.NewUUID(), PhysNetUUID: pn.UUID, TrafficType: tt, Labels: trafficLabels(c),
-		Actor: netActor(c), ZoneID: pn.ZoneID, PhysicalName: pn.Name,
+		Actor: netActor(c), ZoneID: pn.ZoneID,
 	}
 	if c.Has("vlan") {
 		if in.Vlan, err = vlanTagParam(c, "vlan"); err != nil {
