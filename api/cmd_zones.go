@@ -376,12 +376,24 @@ func deleteZone(c *Call) (any, error) {
 		return nil, err
 	}
 	err = c.S.DB.RunInTx(c.Ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		pods, err := tx.NewSelect().Model((*models.Pod)(nil)).Where("zone_id = ?", z.ID).Count(ctx)
-		if err != nil {
-			return err
-		}
-		if pods > 0 {
-			return cserr.InUse("The zone %s is not deletable because it has %d pod(s)", z.Name, pods)
+		// What must go first, in the order an operator tears a zone down.
+		for _, dep := range []struct {
+			model any
+			what  string
+		}{
+			{(*models.Pod)(nil), "pod(s)"},
+			{(*models.StoragePool)(nil), "primary storage pool(s)"},
+			{(*models.ImageStore)(nil), "image store(s)"},
+			{(*models.Vlan)(nil), "IP range(s)"},
+			{(*models.PhysicalNetwork)(nil), "physical network(s)"},
+		} {
+			n, err := tx.NewSelect().Model(dep.model).Where("zone_id = ?", z.ID).Count(ctx)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				return cserr.InUse("The zone %s is not deletable because it has %d %s", z.Name, n, dep.what)
+			}
 		}
 		_, err = tx.NewDelete().Model(z).WherePK().Exec(ctx)
 		return err
