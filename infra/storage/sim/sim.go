@@ -9,7 +9,6 @@ package sim
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -561,5 +560,3 @@ func progress(f storage.ProgressFunc, total int64) {
 		f.Report(total*part/4, total)
 	}
 }
-
-func (d *Driver) String() string { return fmt.Sprintf("storage simulator (%d pools)", len(d.pools)) }
