@@ -31,9 +31,20 @@ var _ bmc.Driver = (*Driver)(nil)
 
 const driverName = "simulator"
 
+// init registers the simulator. Built through the registry with a data
+// directory D, it keeps its state in D/simulator/bmc and shares
+// D/simulator/faults.json with the other simulators.
 func init() {
 	bmc.Register(bmc.ProviderSimulator, func(cfg bmc.Config) (bmc.Driver, error) {
-		return OpenWith(cfg.DataDir, Options{})
+		if cfg.DataDir == "" {
+			return OpenWith("", Options{})
+		}
+		dir, faults := simkit.RegistryDirs(cfg.DataDir, "bmc")
+		f, err := simkit.SharedFaults(faults)
+		if err != nil {
+			return nil, err
+		}
+		return OpenWith(dir, Options{Faults: f})
 	})
 }
 

@@ -176,6 +176,19 @@ func readHead(d *decoder) specHead {
 	return specHead{name: d.raw(), uuid: d.raw(), vcpus: int(d.int()), mhz: int(d.int()), mem: d.int()}
 }
 
+// specName returns the name of an encoded spec (aliasing it) without
+// decoding the rest.
+func specName(b []byte) []byte {
+	if len(b) < 2 {
+		return nil
+	}
+	n, k := binary.Uvarint(b[1:])
+	if k <= 0 || uint64(len(b)-1-k) < n {
+		return nil
+	}
+	return b[1+k : 1+k+int(n)]
+}
+
 func decodeHead(b []byte) (specHead, error) {
 	d := decoder{b: b}
 	h := readHead(&d)

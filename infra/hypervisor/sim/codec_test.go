@@ -57,6 +57,9 @@ func TestSpecCodecCoversEveryField(t *testing.T) {
 	if err != nil || string(head.name) != spec.Name || string(head.uuid) != spec.UUID || head.mem != spec.MemoryBytes || head.vcpus != spec.VCPUs || head.mhz != spec.MHz {
 		t.Fatalf("head %+v %v", head, err)
 	}
+	if string(specName(encodeSpec(&spec))) != spec.Name || specName(nil) != nil || specName([]byte{1, 9}) != nil {
+		t.Fatal("specName")
+	}
 	empty := hypervisor.VMSpec{Name: "n", UUID: "u"}
 	if got, err := decodeSpec(encodeSpec(&empty)); err != nil || !reflect.DeepEqual(*got, empty) {
 		t.Fatalf("empty spec: %+v %v", got, err)

@@ -39,6 +39,10 @@ const (
 	eventBuffer = 256
 )
 
+// init registers the simulator. Built through the registry with a data
+// directory D, it keeps its state in D/simulator/hypervisor and shares the
+// fault switches in D/simulator/faults.json with the storage and BMC
+// simulators built the same way.
 func init() {
 	hypervisor.Register(hypervisor.TypeSimulator, func(cfg hypervisor.Config) (hypervisor.Driver, error) {
 		var o Options
@@ -51,7 +55,16 @@ func init() {
 		default:
 			return nil, hypervisor.NewError(hypervisor.ErrInvalid, "simulator: sync=%q (want always, important or never)", cfg.Options["sync"])
 		}
-		return OpenWith(cfg.DataDir, o)
+		if cfg.DataDir == "" {
+			return OpenWith("", o)
+		}
+		dir, faults := simkit.RegistryDirs(cfg.DataDir, "hypervisor")
+		f, err := simkit.SharedFaults(faults)
+		if err != nil {
+			return nil, err
+		}
+		o.Faults = f
+		return OpenWith(dir, o)
 	})
 }
 
@@ -495,7 +508,7 @@ func (h *host) find(ref hypervisor.VMRef) *vm {
 
 func (h *host) byName(name string) *vm {
 	for _, v := range h.vms {
-		if string(v.head().name) == name {
+		if string(specName(v.spec)) == name {
 			return v
 		}
 	}

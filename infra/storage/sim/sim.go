@@ -30,9 +30,23 @@ const driverName = hypervisor.TypeSimulator
 // DefaultCapacity of a pool created without a declared capacity: 10 TiB.
 const DefaultCapacity int64 = 10 << 40
 
+// init registers the simulator's primary storage. Built through the
+// registry with a data directory D, it keeps its state in
+// D/simulator/storage and shares D/simulator/faults.json with the other
+// simulators.
 func init() {
 	storage.RegisterPool(hypervisor.TypeSimulator, func(cfg storage.Config) (storage.PoolDriver, error) {
-		return OpenWith(cfg.DataDir, Options{MountRoot: cfg.Options["mountroot"]})
+		o := Options{MountRoot: cfg.Options["mountroot"]}
+		if cfg.DataDir == "" {
+			return OpenWith("", o)
+		}
+		dir, faults := simkit.RegistryDirs(cfg.DataDir, "storage")
+		f, err := simkit.SharedFaults(faults)
+		if err != nil {
+			return nil, err
+		}
+		o.Faults = f
+		return OpenWith(dir, o)
 	})
 }
 

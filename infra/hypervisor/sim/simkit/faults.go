@@ -296,3 +296,40 @@ func WriteFileAtomic(path string, data []byte) error {
 // Active tells whether any rule is set (one atomic load), so callers skip
 // working out a call's scope when none is.
 func (f *Faults) Active() bool { return f != nil && f.n.Load() != 0 }
+
+var shared struct {
+	sync.Mutex
+	m map[string]*Faults
+}
+
+// SharedFaults returns the process-wide fault switches kept in path,
+// loading them on first use, so the hypervisor, storage and BMC simulators
+// of one worker obey the same switches.
+func SharedFaults(path string) (*Faults, error) {
+	path = filepath.Clean(path)
+	shared.Lock()
+	defer shared.Unlock()
+	if f := shared.m[path]; f != nil {
+		return f, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := NewFaults(path)
+	if err != nil {
+		return nil, err
+	}
+	if shared.m == nil {
+		shared.m = map[string]*Faults{}
+	}
+	shared.m[path] = f
+	return f, nil
+}
+
+// RegistryDirs is where simulators built through the driver registries keep
+// their state under a worker's data directory: one directory each and one
+// shared fault file.
+func RegistryDirs(dataDir, kind string) (dir, faults string) {
+	root := filepath.Join(dataDir, "simulator")
+	return filepath.Join(root, kind), filepath.Join(root, "faults.json")
+}
