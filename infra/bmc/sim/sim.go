@@ -31,20 +31,12 @@ var _ bmc.Driver = (*Driver)(nil)
 
 const driverName = "simulator"
 
-// init registers the simulator. Built through the registry with a data
-// directory D, it keeps its state in D/simulator/bmc and shares
-// D/simulator/faults.json with the other simulators.
+// init registers the simulator; Config.DataDir is its own directory ("" =
+// memory only). Built this way it has its own fault switches; OpenWith with
+// Options.Faults shares the hypervisor simulator's.
 func init() {
 	bmc.Register(bmc.ProviderSimulator, func(cfg bmc.Config) (bmc.Driver, error) {
-		if cfg.DataDir == "" {
-			return OpenWith("", Options{})
-		}
-		dir, faults := simkit.RegistryDirs(cfg.DataDir, "bmc")
-		f, err := simkit.SharedFaults(faults)
-		if err != nil {
-			return nil, err
-		}
-		return OpenWith(dir, Options{Faults: f})
+		return OpenWith(cfg.DataDir, Options{})
 	})
 }
 

@@ -39,10 +39,10 @@ const (
 	eventBuffer = 256
 )
 
-// init registers the simulator. Built through the registry with a data
-// directory D, it keeps its state in D/simulator/hypervisor and shares the
-// fault switches in D/simulator/faults.json with the storage and BMC
-// simulators built the same way.
+// init registers the simulator; Config.DataDir is its own directory ("" =
+// memory only), Options["sync"] its sync mode (always, important, never).
+// Its fault switches live in DataDir/faults.json; give them to the storage
+// and BMC simulators (their Options.Faults) so that one switch drives all.
 func init() {
 	hypervisor.Register(hypervisor.TypeSimulator, func(cfg hypervisor.Config) (hypervisor.Driver, error) {
 		var o Options
@@ -55,16 +55,7 @@ func init() {
 		default:
 			return nil, hypervisor.NewError(hypervisor.ErrInvalid, "simulator: sync=%q (want always, important or never)", cfg.Options["sync"])
 		}
-		if cfg.DataDir == "" {
-			return OpenWith("", o)
-		}
-		dir, faults := simkit.RegistryDirs(cfg.DataDir, "hypervisor")
-		f, err := simkit.SharedFaults(faults)
-		if err != nil {
-			return nil, err
-		}
-		o.Faults = f
-		return OpenWith(dir, o)
+		return OpenWith(cfg.DataDir, o)
 	})
 }
 

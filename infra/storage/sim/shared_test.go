@@ -12,35 +12,39 @@ import (
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
 	hvsim "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
-	_ "github.com/nimbus-cloud/nimbus/infra/storage/sim"
+	storagesim "github.com/nimbus-cloud/nimbus/infra/storage/sim"
 )
 
-// TestRegistrySimulatorsShareFaults builds the three simulators the way a
-// worker does, from one data directory: each gets its own state directory,
-// and a host made unreachable through the hypervisor simulator is
-// unreachable for storage and BMC calls too.
-func TestRegistrySimulatorsShareFaults(t *testing.T) {
+// TestSimulatorsShareFaults builds the three simulators as a worker does:
+// the hypervisor one from the registry, the storage and BMC ones with its
+// fault switches. A host made unreachable through the hypervisor simulator
+// is then unreachable for storage and BMC calls too.
+func TestSimulatorsShareFaults(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	hv, err := hypervisor.Open("Simulator", hypervisor.Config{DataDir: dir})
+	hv, err := hypervisor.Open("Simulator", hypervisor.Config{DataDir: filepath.Join(dir, "simulator")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer hv.Close()
-	st, err := storage.OpenPool("Simulator", storage.Config{DataDir: dir})
+	faults := hv.(*hvsim.Driver).Faults()
+	st, err := storagesim.OpenWith(filepath.Join(dir, "simulator-storage"), storagesim.Options{Faults: faults})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	bm, err := bmc.Open("simulator", bmc.Config{DataDir: dir})
+	var bm bmc.Driver
+	bm, err = bmcsim.OpenWith(filepath.Join(dir, "simulator-bmc"), bmcsim.Options{Faults: faults})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bm.Close()
-	for _, sub := range []string{"hypervisor", "storage", "bmc"} {
-		if _, err := os.Stat(filepath.Join(dir, "simulator", sub, "LOCK")); err != nil {
-			t.Errorf("no state directory for %s: %v", sub, err)
-		}
+	// The same data directory cannot be opened twice.
+	if _, err := storage.OpenPool("Simulator", storage.Config{DataDir: filepath.Join(dir, "simulator-storage")}); err == nil {
+		t.Error("a second simulator opened a data directory in use")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "simulator", "LOCK")); err != nil {
+		t.Errorf("state not in the given directory: %v", err)
 	}
 	h := hypervisor.Host{ID: "h1", URL: "sim://h1"}
 	if _, err := hv.ConnectHost(ctx, h); err != nil {
@@ -67,8 +71,5 @@ func TestRegistrySimulatorsShareFaults(t *testing.T) {
 	}
 	if err := st.ConnectPool(ctx, p, h); err != nil {
 		t.Errorf("storage after host up: %v", err)
-	}
-	if _, ok := bm.(*bmcsim.Driver); !ok {
-		t.Errorf("bmc driver %T", bm)
 	}
 }

@@ -30,23 +30,12 @@ const driverName = hypervisor.TypeSimulator
 // DefaultCapacity of a pool created without a declared capacity: 10 TiB.
 const DefaultCapacity int64 = 10 << 40
 
-// init registers the simulator's primary storage. Built through the
-// registry with a data directory D, it keeps its state in
-// D/simulator/storage and shares D/simulator/faults.json with the other
-// simulators.
+// init registers the simulator's primary storage; Config.DataDir is its
+// own directory ("" = memory only). Built this way it has its own fault
+// switches; OpenWith with Options.Faults shares the hypervisor simulator's.
 func init() {
 	storage.RegisterPool(hypervisor.TypeSimulator, func(cfg storage.Config) (storage.PoolDriver, error) {
-		o := Options{MountRoot: cfg.Options["mountroot"]}
-		if cfg.DataDir == "" {
-			return OpenWith("", o)
-		}
-		dir, faults := simkit.RegistryDirs(cfg.DataDir, "storage")
-		f, err := simkit.SharedFaults(faults)
-		if err != nil {
-			return nil, err
-		}
-		o.Faults = f
-		return OpenWith(dir, o)
+		return OpenWith(cfg.DataDir, Options{MountRoot: cfg.Options["mountroot"]})
 	})
 }
 
