@@ -8,6 +8,10 @@ package activities
 
 import (
 	"github.com/uptrace/bun"
+
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/secrets"
+	"github.com/nimbus-cloud/nimbus/infra/storage"
 )
 
 // Deps is what activity structs share; the worker builds it once.
@@ -17,4 +21,15 @@ type Deps struct {
 	// list command returns; it is the API's renderer, injected to keep
 	// activities free of the api package.
 	Render func(ctx Context, typ, uuid string) (any, error)
+	// Hypervisors returns the driver of a hypervisor type ("KVM",
+	// "Simulator"...), opened once per worker; a type without a driver
+	// fails with the registry's error naming it.
+	Hypervisors func(typ string) (hypervisor.Driver, error)
+	// Pools returns the primary storage driver of a hypervisor type, and
+	// ImageStores the driver of an image store provider (NFS, S3...).
+	Pools       func(hypervisorType string) (storage.PoolDriver, error)
+	ImageStores func(provider string) (storage.ImageStoreDriver, error)
+	// Secrets decrypts credentials the API stored encrypted (host and
+	// cluster passwords, storage keys).
+	Secrets *secrets.Box
 }

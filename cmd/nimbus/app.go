@@ -18,7 +18,9 @@ import (
 	"github.com/nimbus-cloud/nimbus/api"
 	"github.com/nimbus-cloud/nimbus/infra/config"
 	"github.com/nimbus-cloud/nimbus/infra/db"
+	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim" // the Simulator driver
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
+	_ "github.com/nimbus-cloud/nimbus/infra/storage/local" // NFS (and file://) image stores
 	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/worker"
@@ -139,7 +141,11 @@ func runWorkerLoop(ctx context.Context, cfg config.Config, d *bun.DB, tc client.
 		return err
 	}
 	renderer := api.New(d, tc, box, cfg, cfg.TaskQueue, log)
-	deps := activities.Deps{DB: d, Render: renderer.Render}
+	hv := activities.NewHypervisorDrivers(cfg.DataDir) // the simulator keeps its state in <data-dir>/simulator
+	defer hv.Close()
+	st := activities.NewStorageDrivers(cfg.DataDir)
+	defer st.Close()
+	deps := activities.Deps{DB: d, Render: renderer.Render, Hypervisors: hv.Get, Pools: st.Pool, ImageStores: st.ImageStore, Secrets: box}
 	w := worker.New(tc, cfg.TaskQueue, cfg.WorkerPollers, deps)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("worker: %w", err)
