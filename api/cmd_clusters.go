@@ -333,7 +333,7 @@ func addCluster(c *Call) (any, error) {
 		if _, err := tx.NewInsert().Model(cl).Exec(ctx); err != nil {
 			return err
 		}
-		for _, k := range sortedKeys(details) {
+		for _, k := range detailKeys(details) {
 			if _, err := tx.NewInsert().Model(&models.ClusterDetail{ClusterID: cl.ID, Name: k, Value: details[k]}).Exec(ctx); err != nil {
 				return err
 			}
@@ -351,7 +351,7 @@ func addCluster(c *Call) (any, error) {
 	return List{Key: "cluster", Count: 1, Items: []ClusterView{v}}, nil
 }
 
-func sortedKeys(m map[string]string) []string {
+func detailKeys(m map[string]string) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
