@@ -92,7 +92,7 @@ func insertMissing(ctx context.Context, tx bun.IDB, row any, col string, val any
 
 // DefaultConfigurations are the global settings and their defaults.
 func DefaultConfigurations() []Configuration {
-	return []Configuration{
+	return append([]Configuration{
 		{Name: "expunge.delay", Value: "86400", DefaultValue: "86400", Category: "Advanced", Scope: "global", Description: "Seconds a destroyed VM waits before it is expunged"},
 		{Name: "expunge.interval", Value: "86400", DefaultValue: "86400", Category: "Advanced", Scope: "global", Description: "Seconds between runs of the expunge schedule"},
 		{Name: "cpu.overprovisioning.factor", Value: "1.0", DefaultValue: "1.0", Category: "Advanced", Scope: "cluster", Description: "CPU overcommit ratio"},
@@ -103,7 +103,7 @@ func DefaultConfigurations() []Configuration {
 		{Name: "pool.storage.allocated.capacity.disablethreshold", Value: "0.85", DefaultValue: "0.85", Category: "Alert", Scope: "zone", Description: "Storage allocation fraction beyond which a pool takes no new volumes"},
 		{Name: "default.page.size", Value: "500", DefaultValue: "500", Category: "Advanced", Scope: "global", Description: "Page size when a list call gives none"},
 		{Name: "host.reconcile.interval", Value: "300", DefaultValue: "300", Category: "Advanced", Scope: "global", Description: "Seconds between reconciliations of hosts against the inventory"},
-	}
+	}, limitConfigurations()...)
 }
 
 // Fixed UUIDs of the default offerings, as CloudStack ships them.
