@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sort"
 	"strconv"
@@ -78,9 +79,40 @@ type capacityFilter struct {
 
 // capacityAgg is one summed figure of one zone, pod or cluster.
 type capacityAgg struct {
-	Key   int64   `bun:"k"`
-	Total float64 `bun:"total"`
-	Used  float64 `bun:"used"`
+	Key   int64  `bun:"k"`
+	Total sqlNum `bun:"total"`
+	Used  sqlNum `bun:"used"`
+}
+
+// sqlNum scans whatever number a SUM yields: an integer or a real on
+// SQLite, a decimal (as text) on MySQL, NULL for no rows.
+type sqlNum float64
+
+// Scan implements sql.Scanner.
+func (n *sqlNum) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*n = 0
+	case int64:
+		*n = sqlNum(v)
+	case float64:
+		*n = sqlNum(v)
+	case []byte:
+		f, err := strconv.ParseFloat(string(v), 64)
+		if err != nil {
+			return err
+		}
+		*n = sqlNum(f)
+	case string:
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return err
+		}
+		*n = sqlNum(f)
+	default:
+		return fmt.Errorf("capacity: cannot scan %T", src)
+	}
+	return nil
 }
 
 // percent formats as CloudStack's "##.##".
@@ -255,7 +287,7 @@ func (s *Server) capacities(ctx context.Context, f capacityFilter) ([]CapacityVi
 	}
 	out := make([]CapacityView, 0, len(figs))
 	for _, fg := range figs {
-		total, used := int64(math.Round(fg.agg.Total)), int64(math.Round(fg.agg.Used))
+		total, used := int64(math.Round(float64(fg.agg.Total))), int64(math.Round(float64(fg.agg.Used)))
 		v := CapacityView{Type: fg.typ, Name: capacityNames[fg.typ], CapacityTotal: total, CapacityUsed: used,
 			CapacityAllocated: used, PercentUsed: percent(used, total)}
 		p := names[fg.key]
