@@ -1,9 +1,26 @@
 package tests
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/apache/cloudstack-go/v2/cloudstack"
 
@@ -31,7 +48,10 @@ func catCount(t *testing.T, s *testenv.Stack, model any, where string, args ...a
 	if where != "" {
 		q = q.Where(where, args...)
 	}
-	n, err := q.WhereAllWithDeleted().Count(context.Background())
+	if s.DB.Dialect().Tables().Get(reflect.TypeOf(model)).SoftDeleteField != nil {
+		q = q.WhereAllWithDeleted()
+	}
+	n, err := q.Count(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,5 +276,626 @@ func TestCatalogOfferings(t *testing.T) {
 	np.SetGuestiptype("Isolated")
 	if nos, err = cs.NetworkOffering.ListNetworkOfferings(np); err != nil || nos.Count != 0 {
 		t.Fatalf("listNetworkOfferings Isolated: %v %+v", err, nos)
+	}
+}
+
+// catImageServer serves one file over HTTP, slowly when delay > 0 (chunk
+// bytes per delay), with ranges and an ETag so interrupted downloads can
+// resume, and counts requests.
+type catImageServer struct {
+	data     []byte
+	chunk    int
+	delay    time.Duration
+	requests atomic.Int32
+	ranged   atomic.Int32 // requests answered from an offset (resumed)
+	srv      *httptest.Server
+}
+
+func newCatImageServer(t *testing.T, size, chunk int, delay time.Duration) *catImageServer {
+	t.Helper()
+	s := &catImageServer{data: make([]byte, size), chunk: chunk, delay: delay}
+	if _, err := rand.Read(s.data); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(s.data)
+	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		if !strings.HasSuffix(r.URL.Path, "/image.raw") && !strings.HasSuffix(r.URL.Path, "/image.iso") {
+			http.NotFound(w, r)
+			return
+		}
+		start := 0
+		if rg := r.Header.Get("Range"); rg != "" && (r.Header.Get("If-Range") == "" || r.Header.Get("If-Range") == etag) {
+			fmt.Sscanf(rg, "bytes=%d-", &start)
+		}
+		w.Header().Set("ETag", etag)
+		w.Header().Set("Accept-Ranges", "bytes")
+		w.Header().Set("Content-Length", strconv.Itoa(len(s.data)-start))
+		if start > 0 {
+			s.ranged.Add(1)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(s.data)-1, len(s.data)))
+			w.WriteHeader(http.StatusPartialContent)
+		}
+		for off := start; off < len(s.data); off += s.chunk {
+			end := min(off+s.chunk, len(s.data))
+			if _, err := w.Write(s.data[off:end]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			if s.delay > 0 {
+				select {
+				case <-time.After(s.delay):
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *catImageServer) sha256() string {
+	sum := sha256.Sum256(s.data)
+	return "{SHA-256}" + hex.EncodeToString(sum[:])
+}
+
+// catZone makes a zone with a local-directory image store (addImageStore,
+// provider NFS with a file:// URL) and returns the zone and the store's
+// directory.
+func catZone(t *testing.T, s *testenv.Stack, name string) (*cloudstack.CreateZoneResponse, string) {
+	t.Helper()
+	cs := s.Client
+	z, err := cs.Zone.CreateZone(cs.Zone.NewCreateZoneParams("8.8.8.8", "10.0.0.2", name, "Advanced"))
+	if err != nil {
+		t.Fatalf("createZone %s: %v", name, err)
+	}
+	dir := filepath.Join(s.Dir, "secondary-"+name)
+	ip := cs.ImageStore.NewAddImageStoreParams("NFS")
+	ip.SetName("sec-" + name)
+	ip.SetUrl("file://" + dir)
+	ip.SetZoneid(z.Id)
+	if _, err := cs.ImageStore.AddImageStore(ip); err != nil {
+		t.Fatalf("addImageStore in %s: %v", name, err)
+	}
+	return z, dir
+}
+
+// catFiles lists the regular files under dir (relative paths).
+func catFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, rel)
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out
+}
+
+// catTemplate reads one template entry (templatefilter=all as the admin).
+func catTemplate(t *testing.T, cs *cloudstack.CloudStackClient, id, zoneID string) *cloudstack.Template {
+	t.Helper()
+	p := cs.Template.NewListTemplatesParams("all")
+	p.SetId(id)
+	if zoneID != "" {
+		p.SetZoneid(zoneID)
+	}
+	r, err := cs.Template.ListTemplates(p)
+	if err != nil {
+		t.Fatalf("listTemplates id=%s: %v", id, err)
+	}
+	if r.Count != 1 {
+		t.Fatalf("listTemplates id=%s: %d entries", id, r.Count)
+	}
+	return r.Templates[0]
+}
+
+// catWaitTemplate polls until done says the entry is final, recording the
+// statuses seen on the way.
+func catWaitTemplate(t *testing.T, cs *cloudstack.CloudStackClient, id string, timeout time.Duration, done func(*cloudstack.Template) bool) (*cloudstack.Template, []string) {
+	t.Helper()
+	var seen []string
+	deadline := time.Now().Add(timeout)
+	for {
+		tm := catTemplate(t, cs, id, "")
+		if len(seen) == 0 || seen[len(seen)-1] != tm.Status {
+			seen = append(seen, tm.Status)
+		}
+		if done(tm) {
+			return tm, seen
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("template %s: still %q after %v (statuses seen: %q)", id, tm.Status, timeout, seen)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+// catJob waits for a job and returns it.
+func catJob(t *testing.T, cs *cloudstack.CloudStackClient, jobID string, timeout time.Duration) *cloudstack.QueryAsyncJobResultResponse {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		r, err := cs.Asyncjob.QueryAsyncJobResult(cs.Asyncjob.NewQueryAsyncJobResultParams(jobID))
+		if err != nil {
+			t.Fatalf("queryAsyncJobResult %s: %v", jobID, err)
+		}
+		if r.Jobstatus != 0 {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s still pending after %v", jobID, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+type catUser struct {
+	AccountID string
+	Client    *cloudstack.CloudStackClient
+}
+
+func catCreateUser(t *testing.T, s *testenv.Stack, name string) *catUser {
+	t.Helper()
+	cs := s.Client
+	p := cs.Account.NewCreateAccountParams(name+"@example.com", "First", "Last", "pw-"+name, name)
+	p.SetAccounttype(models.AccountTypeUser)
+	a, err := cs.Account.CreateAccount(p)
+	if err != nil {
+		t.Fatalf("createAccount %s: %v", name, err)
+	}
+	keys, err := cs.User.RegisterUserKeys(cs.User.NewRegisterUserKeysParams(a.User[0].Id))
+	if err != nil {
+		t.Fatalf("registerUserKeys %s: %v", name, err)
+	}
+	c := cloudstack.NewAsyncClient(s.APIURL, keys.Apikey, keys.Secretkey, false)
+	c.AsyncTimeout(120)
+	return &catUser{AccountID: a.Id, Client: c}
+}
+
+func catTemplateIDs(t *testing.T, cs *cloudstack.CloudStackClient, filter string) []string {
+	t.Helper()
+	r, err := cs.Template.ListTemplates(cs.Template.NewListTemplatesParams(filter))
+	if err != nil {
+		t.Fatalf("listTemplates %s: %v", filter, err)
+	}
+	var ids []string
+	for _, tm := range r.Templates {
+		ids = append(ids, tm.Name)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+func TestCatalogTemplates(t *testing.T) {
+	s := testenv.StartStack(t, testenv.StackOptions{})
+	cs := s.Client
+	ctx := context.Background()
+	zone, dir := catZone(t, s, "zone1")
+
+	// A 4 MiB image served in 128 KiB chunks every 120 ms: about 4 s.
+	img := newCatImageServer(t, 4<<20, 128<<10, 120*time.Millisecond)
+	rp := cs.Template.NewRegisterTemplateParams("Debian 12", "RAW", "KVM", "debian12", img.srv.URL+"/image.raw")
+	rp.SetZoneid(zone.Id)
+	rp.SetOstypeid(models.OSTypeOtherLinux64UUID)
+	rp.SetChecksum(img.sha256())
+	rp.SetPasswordenabled(true)
+	reg, err := cs.Template.RegisterTemplate(rp)
+	if err != nil {
+		t.Fatalf("registerTemplate: %v", err)
+	}
+	if reg.Count != 1 || len(reg.RegisterTemplate) != 1 {
+		t.Fatalf("registerTemplate answered %+v", reg)
+	}
+	tm := reg.RegisterTemplate[0]
+	if tm.Name != "debian12" || tm.Format != "RAW" || tm.Hypervisor != "KVM" || tm.Isready || tm.Zoneid != zone.Id ||
+		tm.Ostypeid != models.OSTypeOtherLinux64UUID || !tm.Passwordenabled || tm.Templatetype != "USER" || tm.JobID == "" {
+		t.Fatalf("registered template = %+v", tm)
+	}
+	final, seen := catWaitTemplate(t, cs, tm.Id, 60*time.Second, func(x *cloudstack.Template) bool { return x.Isready })
+	progress := 0
+	for _, st := range seen {
+		if strings.HasSuffix(st, "% Downloaded") {
+			progress++
+		}
+	}
+	if progress < 2 {
+		t.Errorf("progress did not show moving: statuses seen %q", seen)
+	}
+	t.Logf("statuses seen while downloading: %q", seen)
+	if final.Status != "Download Complete" || final.Size != int64(len(img.data)) || final.Physicalsize != int64(len(img.data)) ||
+		len(final.Downloaddetails) != 1 || final.Downloaddetails[0]["downloadState"] != "DOWNLOADED" {
+		t.Fatalf("downloaded template = %+v", final)
+	}
+	files := catFiles(t, dir)
+	if len(files) != 1 || !strings.HasSuffix(files[0], tm.Id+".raw") {
+		t.Fatalf("image store holds %q", files)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, files[0])); err != nil || !bytes.Equal(got, img.data) {
+		t.Fatalf("stored file differs from the served one (%v)", err)
+	}
+	job := catJob(t, cs, tm.JobID, 10*time.Second)
+	if job.Jobstatus != 1 || job.Jobinstancetype != "Template" || job.Jobinstanceid != tm.Id || !strings.Contains(string(job.Jobresult), tm.Id) {
+		t.Fatalf("register job = %+v %s", job, job.Jobresult)
+	}
+
+	// A bad checksum fails clearly and leaves nothing in the store.
+	wrong := sha256.Sum256([]byte("something else"))
+	rp = cs.Template.NewRegisterTemplateParams("bad sum", "RAW", "KVM", "badsum", img.srv.URL+"/image.raw")
+	rp.SetZoneid(zone.Id)
+	rp.SetChecksum(hex.EncodeToString(wrong[:]))
+	bad, err := cs.Template.RegisterTemplate(rp)
+	if err != nil {
+		t.Fatalf("registerTemplate bad checksum: %v", err)
+	}
+	badJob := catJob(t, cs, bad.RegisterTemplate[0].JobID, 60*time.Second)
+	if badJob.Jobstatus != 2 || !strings.Contains(string(badJob.Jobresult), "checksum mismatch") {
+		t.Fatalf("bad checksum job = %+v %s", badJob, badJob.Jobresult)
+	}
+	badTm := catTemplate(t, cs, bad.RegisterTemplate[0].Id, "")
+	if badTm.Isready || !strings.Contains(badTm.Status, "checksum mismatch") || badTm.Downloaddetails[0]["downloadState"] != "DOWNLOAD_ERROR" {
+		t.Fatalf("bad checksum template = %+v", badTm)
+	}
+	if files := catFiles(t, dir); len(files) != 1 {
+		t.Fatalf("after a bad checksum the store holds %q", files)
+	}
+
+	// An unreachable URL fails after bounded retries.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "http://" + ln.Addr().String() + "/image.raw"
+	ln.Close()
+	rp = cs.Template.NewRegisterTemplateParams("gone", "RAW", "KVM", "unreachable", deadURL)
+	rp.SetZoneid(zone.Id)
+	started := time.Now()
+	dead, err := cs.Template.RegisterTemplate(rp)
+	if err != nil {
+		t.Fatalf("registerTemplate unreachable: %v", err)
+	}
+	deadJob := catJob(t, cs, dead.RegisterTemplate[0].JobID, 90*time.Second)
+	if deadJob.Jobstatus != 2 || !strings.Contains(string(deadJob.Jobresult), "unreachable") {
+		t.Fatalf("unreachable job = %+v %s", deadJob, deadJob.Jobresult)
+	}
+	t.Logf("unreachable URL failed after %v", time.Since(started).Round(time.Second))
+	if st := catTemplate(t, cs, dead.RegisterTemplate[0].Id, "").Downloaddetails[0]["downloadState"]; st != "DOWNLOAD_ERROR" {
+		t.Fatalf("unreachable template state %s", st)
+	}
+
+	// A missing file (404) fails at once.
+	rp = cs.Template.NewRegisterTemplateParams("missing", "RAW", "KVM", "missing", img.srv.URL+"/nothing.raw")
+	rp.SetZoneid(zone.Id)
+	missing, err := cs.Template.RegisterTemplate(rp)
+	if err != nil {
+		t.Fatalf("registerTemplate 404: %v", err)
+	}
+	if j := catJob(t, cs, missing.RegisterTemplate[0].JobID, 30*time.Second); j.Jobstatus != 2 || !strings.Contains(string(j.Jobresult), "404") {
+		t.Fatalf("404 job = %+v %s", j, j.Jobresult)
+	}
+
+	// Validation: clear 431s, nothing written.
+	before := catCount(t, s, (*models.Template)(nil), "")
+	for name, p := range map[string]*cloudstack.RegisterTemplateParams{
+		"format not for hypervisor": func() *cloudstack.RegisterTemplateParams {
+			p := cs.Template.NewRegisterTemplateParams("x", "OVA", "KVM", "x", img.srv.URL+"/image.raw")
+			p.SetZoneid(zone.Id)
+			return p
+		}(),
+		"unknown format": func() *cloudstack.RegisterTemplateParams {
+			p := cs.Template.NewRegisterTemplateParams("x", "FLOPPY", "KVM", "x", img.srv.URL+"/image.raw")
+			p.SetZoneid(zone.Id)
+			return p
+		}(),
+		"unknown hypervisor": func() *cloudstack.RegisterTemplateParams {
+			p := cs.Template.NewRegisterTemplateParams("x", "RAW", "Bochs", "x", img.srv.URL+"/image.raw")
+			p.SetZoneid(zone.Id)
+			return p
+		}(),
+		"unknown os type": func() *cloudstack.RegisterTemplateParams {
+			p := cs.Template.NewRegisterTemplateParams("x", "RAW", "KVM", "x", img.srv.URL+"/image.raw")
+			p.SetZoneid(zone.Id)
+			p.SetOstypeid(models.NewUUID())
+			return p
+		}(),
+		"ftp url": func() *cloudstack.RegisterTemplateParams {
+			p := cs.Template.NewRegisterTemplateParams("x", "RAW", "KVM", "x", "ftp://example.com/image.raw")
+			p.SetZoneid(zone.Id)
+			return p
+		}(),
+		"not a url": func() *cloudstack.RegisterTemplateParams {
+			p := cs.Template.NewRegisterTemplateParams("x", "RAW", "KVM", "x", "image.raw")
+			p.SetZoneid(zone.Id)
+			return p
+		}(),
+		"unknown zone": func() *cloudstack.RegisterTemplateParams {
+			p := cs.Template.NewRegisterTemplateParams("x", "RAW", "KVM", "x", img.srv.URL+"/image.raw")
+			p.SetZoneid(models.NewUUID())
+			return p
+		}(),
+		"no zone": cs.Template.NewRegisterTemplateParams("x", "RAW", "KVM", "x", img.srv.URL+"/image.raw"),
+		"bad checksum form": func() *cloudstack.RegisterTemplateParams {
+			p := cs.Template.NewRegisterTemplateParams("x", "RAW", "KVM", "x", img.srv.URL+"/image.raw")
+			p.SetZoneid(zone.Id)
+			p.SetChecksum("{SHA-256}abc")
+			return p
+		}(),
+	} {
+		_, err := cs.Template.RegisterTemplate(p)
+		catWant431(t, "registerTemplate "+name, err)
+	}
+	if after := catCount(t, s, (*models.Template)(nil), ""); after != before {
+		t.Fatalf("bad registerTemplate calls wrote rows: %d -> %d", before, after)
+	}
+
+	// ISOs: sync register, job download, listIsos.
+	isoSrv := newCatImageServer(t, 1<<20, 256<<10, 0)
+	ip := cs.ISO.NewRegisterIsoParams("Rescue ISO", "rescue", isoSrv.srv.URL+"/image.iso", zone.Id)
+	ip.SetChecksum(isoSrv.sha256())
+	ip.SetIspublic(true)
+	iso, err := cs.ISO.RegisterIso(ip)
+	if err != nil || iso.Name != "rescue" || iso.Format != "ISO" || !iso.Bootable || iso.Zoneid != zone.Id {
+		t.Fatalf("registerIso: %v %+v", err, iso)
+	}
+	if j := catJob(t, cs, iso.JobID, 30*time.Second); j.Jobstatus != 1 || j.Jobinstancetype != "Iso" {
+		t.Fatalf("registerIso job = %+v %s", j, j.Jobresult)
+	}
+	lip := cs.ISO.NewListIsosParams()
+	lip.SetIsofilter("self")
+	isos, err := cs.ISO.ListIsos(lip)
+	if err != nil || isos.Count != 1 || !isos.Isos[0].Isready || isos.Isos[0].Size != int64(len(isoSrv.data)) {
+		t.Fatalf("listIsos: %v %+v", err, isos)
+	}
+	if tl := catTemplateIDs(t, cs, "self"); strings.Contains(strings.Join(tl, ","), "rescue") {
+		t.Fatalf("listTemplates shows the ISO: %q", tl)
+	}
+
+	// Visibility: the admin's template made public and featured; a user's own.
+	upp := cs.Template.NewUpdateTemplatePermissionsParams(tm.Id)
+	upp.SetIspublic(true)
+	upp.SetIsfeatured(true)
+	if _, err := cs.Template.UpdateTemplatePermissions(upp); err != nil {
+		t.Fatalf("updateTemplatePermissions: %v", err)
+	}
+	alice := catCreateUser(t, s, "alice")
+	ap := alice.Client.Template.NewRegisterTemplateParams("alice's", "QCOW2", "KVM", "alice-tmpl", isoSrv.srv.URL+"/image.iso")
+	ap.SetZoneid(zone.Id)
+	aliceTm, err := alice.Client.Template.RegisterTemplate(ap)
+	if err != nil || aliceTm.RegisterTemplate[0].Account != "alice" {
+		t.Fatalf("alice registerTemplate: %v %+v", err, aliceTm)
+	}
+	catWaitTemplate(t, cs, aliceTm.RegisterTemplate[0].Id, 30*time.Second, func(x *cloudstack.Template) bool { return x.Isready })
+	ap = alice.Client.Template.NewRegisterTemplateParams("featured?", "QCOW2", "KVM", "alice-featured", isoSrv.srv.URL+"/image.iso")
+	ap.SetZoneid(zone.Id)
+	ap.SetIsfeatured(true)
+	_, err = alice.Client.Template.RegisterTemplate(ap)
+	catWant431(t, "user registers a featured template", err, "featured")
+	for filter, want := range map[string]string{
+		"featured":       "debian12",
+		"self":           "alice-tmpl",
+		"selfexecutable": "alice-tmpl",
+		"executable":     "alice-tmpl,debian12",
+		"community":      "",
+	} {
+		if got := strings.Join(catTemplateIDs(t, alice.Client, filter), ","); got != want {
+			t.Errorf("alice templatefilter=%s: %q, want %q", filter, got, want)
+		}
+	}
+	_, err = alice.Client.Template.ListTemplates(alice.Client.Template.NewListTemplatesParams("all"))
+	catWant431(t, "user templatefilter=all", err, "admin")
+	if got := catTemplateIDs(t, cs, "all"); len(got) != 5 { // debian12, badsum, unreachable, missing, alice-tmpl
+		t.Errorf("admin templatefilter=all: %q", got)
+	}
+	if got := catTemplateIDs(t, cs, "self"); strings.Contains(strings.Join(got, ","), "alice") {
+		t.Errorf("admin templatefilter=self shows alice's: %q", got)
+	}
+	aup := alice.Client.Template.NewUpdateTemplateParams(tm.Id)
+	aup.SetName("stolen")
+	_, err = alice.Client.Template.UpdateTemplate(aup)
+	if err == nil || !strings.Contains(err.Error(), "531") {
+		t.Errorf("alice updates the admin's template: want 531, got %v", err)
+	}
+
+	// updateTemplate answers the template (nested and at the top level).
+	up := cs.Template.NewUpdateTemplateParams(tm.Id)
+	up.SetName("debian12-renamed")
+	up.SetOstypeid(models.OSTypeOther64UUID)
+	upd, err := cs.Template.UpdateTemplate(up)
+	if err != nil || upd.Name != "debian12-renamed" || upd.Ostypeid != models.OSTypeOther64UUID || !upd.Isready {
+		t.Fatalf("updateTemplate: %v %+v", err, upd)
+	}
+	up = cs.Template.NewUpdateTemplateParams(tm.Id)
+	up.SetFormat("OVA")
+	_, err = cs.Template.UpdateTemplate(up)
+	catWant431(t, "updateTemplate format not for KVM", err, "OVA")
+
+	// extractTemplate answers a signed link that serves the file.
+	ext, err := cs.Template.ExtractTemplate(cs.Template.NewExtractTemplateParams(tm.Id, "HTTP_DOWNLOAD"))
+	if err != nil || ext.Url == "" || ext.Zoneid != zone.Id || ext.Id != tm.Id {
+		t.Fatalf("extractTemplate: %v %+v", err, ext)
+	}
+	resp, err := http.Get(ext.Url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(got, img.data) {
+		t.Fatalf("extract link: %s, %d bytes", resp.Status, len(got))
+	}
+	if resp, err := http.Get(ext.Url[:len(ext.Url)-4] + "AAAA"); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("tampered extract link: %v %v", err, resp)
+	}
+	_, err = alice.Client.Template.ExtractTemplate(alice.Client.Template.NewExtractTemplateParams(tm.Id, "HTTP_DOWNLOAD"))
+	catWant431(t, "alice extracts a non-extractable template", err, "extractable")
+
+	// copyTemplate to a second zone.
+	zone2, dir2 := catZone(t, s, "zone2")
+	cp := cs.Template.NewCopyTemplateParams(tm.Id)
+	cp.SetDestzoneid(zone2.Id)
+	cp.SetSourcezoneid(zone.Id)
+	copied, err := cs.Template.CopyTemplate(cp)
+	if err != nil || copied.Zoneid != zone2.Id || !copied.Isready {
+		t.Fatalf("copyTemplate: %v %+v", err, copied)
+	}
+	if f := catFiles(t, dir2); len(f) != 1 {
+		t.Fatalf("zone2 store holds %q", f)
+	}
+	lp := cs.Template.NewListTemplatesParams("all")
+	lp.SetId(tm.Id)
+	if l, err := cs.Template.ListTemplates(lp); err != nil || l.Count != 2 {
+		t.Fatalf("listTemplates after copy: %v %+v", err, l)
+	}
+
+	// deleteTemplate: refused while a VM uses it, then per zone, then all.
+	var trow models.Template
+	if err := s.DB.NewSelect().Model(&trow).Where("uuid = ?", tm.Id).Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var acct models.Account
+	if err := s.DB.NewSelect().Model(&acct).Where("uuid = ?", models.AdminAccountUUID).Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var zrow models.Zone
+	if err := s.DB.NewSelect().Model(&zrow).Where("uuid = ?", zone.Id).Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vm := &models.VMInstance{UUID: models.NewUUID(), Name: "vm1", InstanceName: "i-2-1-VM", Type: "User", State: "Running",
+		ZoneID: zrow.ID, TemplateID: trow.ID, ServiceOfferingID: 1, CPU: 1, Speed: 500, RAMSize: 512,
+		AccountID: acct.ID, DomainID: acct.DomainID, Created: models.Now()}
+	if _, err := s.DB.NewInsert().Model(vm).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.Template.DeleteTemplate(cs.Template.NewDeleteTemplateParams(tm.Id))
+	catWant431(t, "deleteTemplate in use", err, vm.UUID, "forced")
+	if _, err := s.DB.NewDelete().Model(vm).WherePK().ForceDelete().Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dp := cs.Template.NewDeleteTemplateParams(tm.Id)
+	dp.SetZoneid(zone2.Id)
+	if _, err := cs.Template.DeleteTemplate(dp); err != nil {
+		t.Fatalf("deleteTemplate zone2: %v", err)
+	}
+	if f := catFiles(t, dir2); len(f) != 0 {
+		t.Fatalf("zone2 store still holds %q", f)
+	}
+	if tmz := catTemplate(t, cs, tm.Id, ""); tmz.Zoneid != zone.Id {
+		t.Fatalf("after deleting from zone2: %+v", tmz)
+	}
+	if _, err := cs.Template.DeleteTemplate(cs.Template.NewDeleteTemplateParams(tm.Id)); err != nil {
+		t.Fatalf("deleteTemplate: %v", err)
+	}
+	for _, f := range catFiles(t, dir) {
+		if strings.Contains(f, tm.Id) {
+			t.Fatalf("zone1 store still holds %s", f)
+		}
+	}
+	lp = cs.Template.NewListTemplatesParams("all")
+	lp.SetId(tm.Id)
+	if l, err := cs.Template.ListTemplates(lp); err != nil || l.Count != 0 {
+		t.Fatalf("listTemplates after delete: %v %+v", err, l)
+	}
+	if err := s.DB.NewSelect().Model(&trow).Where("uuid = ?", tm.Id).WhereAllWithDeleted().Scan(ctx); err != nil || trow.Removed.IsZero() || trow.State != models.TemplateInactive {
+		t.Fatalf("deleted template row: %v %+v", err, trow)
+	}
+	// Deleting a template while it downloads stops the download and leaves
+	// no file, partial or whole.
+	rp = cs.Template.NewRegisterTemplateParams("short-lived", "RAW", "KVM", "short-lived", img.srv.URL+"/image.raw")
+	rp.SetZoneid(zone.Id)
+	short, err := cs.Template.RegisterTemplate(rp)
+	if err != nil {
+		t.Fatalf("registerTemplate: %v", err)
+	}
+	shortID := short.RegisterTemplate[0].Id
+	catWaitTemplate(t, cs, shortID, 30*time.Second, func(x *cloudstack.Template) bool { return strings.HasSuffix(x.Status, "% Downloaded") })
+	if _, err := cs.Template.DeleteTemplate(cs.Template.NewDeleteTemplateParams(shortID)); err != nil {
+		t.Fatalf("deleteTemplate while downloading: %v", err)
+	}
+	if j := catJob(t, cs, short.RegisterTemplate[0].JobID, 30*time.Second); j.Jobstatus != 2 {
+		t.Fatalf("register job of a deleted template: %+v %s", j, j.Jobresult)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		left := ""
+		for _, f := range catFiles(t, dir) {
+			if strings.Contains(f, shortID) {
+				left = f
+			}
+		}
+		if left == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a deleted template's file stays: %s", left)
+		}
+	}
+
+	if _, err := cs.ISO.DeleteIso(cs.ISO.NewDeleteIsoParams(iso.Id)); err != nil {
+		t.Fatalf("deleteIso: %v", err)
+	}
+	if isos, err := cs.ISO.ListIsos(lip); err != nil || isos.Count != 0 {
+		t.Fatalf("listIsos after delete: %v %+v", err, isos)
+	}
+}
+
+// TestCatalogTemplateWorkerKill kills the worker in the middle of a slow
+// download; a new worker finishes it with one file and no duplicate rows.
+func TestCatalogTemplateWorkerKill(t *testing.T) {
+	s := testenv.StartStack(t, testenv.StackOptions{})
+	cs := s.Client
+	zone, dir := catZone(t, s, "zone1")
+	// 6 MiB at about 1 MiB/s.
+	img := newCatImageServer(t, 6<<20, 64<<10, 60*time.Millisecond)
+	rp := cs.Template.NewRegisterTemplateParams("slow", "QCOW2", "KVM", "slow", img.srv.URL+"/image.raw")
+	rp.SetZoneid(zone.Id)
+	rp.SetChecksum(img.sha256())
+	reg, err := cs.Template.RegisterTemplate(rp)
+	if err != nil {
+		t.Fatalf("registerTemplate: %v", err)
+	}
+	id := reg.RegisterTemplate[0].Id
+	catWaitTemplate(t, cs, id, 30*time.Second, func(x *cloudstack.Template) bool {
+		var pct int
+		_, err := fmt.Sscanf(x.Status, "%d%% Downloaded", &pct)
+		return err == nil && pct >= 15
+	})
+	s.Workers()[0].Kill()
+	t.Logf("worker killed mid-download; files: %q", catFiles(t, dir))
+	s.StartWorker()
+	final, seen := catWaitTemplate(t, cs, id, 120*time.Second, func(x *cloudstack.Template) bool {
+		return x.Isready || strings.Contains(x.Status, "rror")
+	})
+	if !final.Isready || final.Size != int64(len(img.data)) {
+		t.Fatalf("after the restart: %+v (statuses %q)", final, seen)
+	}
+	files := catFiles(t, dir)
+	if len(files) != 1 || !strings.HasSuffix(files[0], id+".qcow2") {
+		t.Fatalf("image store holds %q, want one file", files)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, files[0])); !bytes.Equal(got, img.data) {
+		t.Fatal("stored file differs from the served one")
+	}
+	var trow models.Template
+	if err := s.DB.NewSelect().Model(&trow).Where("uuid = ?", id).Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := catCount(t, s, (*models.TemplateStoreRef)(nil), "template_id = ?", trow.ID); n != 1 {
+		t.Fatalf("%d store refs, want 1", n)
+	}
+	if n := catCount(t, s, (*models.TemplateZoneRef)(nil), "template_id = ?", trow.ID); n != 1 {
+		t.Fatalf("%d zone refs, want 1", n)
+	}
+	if n := catCount(t, s, (*models.Template)(nil), ""); n != 1 {
+		t.Fatalf("%d templates, want 1", n)
+	}
+	if j := catJob(t, cs, reg.RegisterTemplate[0].JobID, 10*time.Second); j.Jobstatus != 1 {
+		t.Fatalf("job after the restart: %+v %s", j, j.Jobresult)
+	}
+	if img.ranged.Load() == 0 {
+		t.Errorf("the download started over instead of resuming (%d requests)", img.requests.Load())
 	}
 }
