@@ -219,6 +219,10 @@ func accountViews(ctx context.Context, db bun.IDB, accts []models.Account, calle
 			usersByAcct[u.AccountID] = append(usersByAcct[u.AccountID], u)
 		}
 	}
+	counts, err := accountsResourceCounts(ctx, db, accts)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]AccountView, 0, len(accts))
 	for _, a := range accts {
 		o := owners[a.ID]
@@ -227,7 +231,7 @@ func accountViews(ctx context.Context, db bun.IDB, accts []models.Account, calle
 			DomainID: o.Domain.UUID, Domain: o.Domain.Name, DomainPath: o.domainPath(), State: a.State,
 			Created: FormatTime(a.Created), NetworkDomain: a.NetworkDomain,
 			IsDefault:         a.UUID == models.AdminAccountUUID || a.UUID == models.SystemAccountUUID,
-			IsCleanupRequired: a.NeedsCleanup, User: []UserView{}, ResourceCounts: unlimitedCounts(),
+			IsCleanupRequired: a.NeedsCleanup, User: []UserView{}, ResourceCounts: counts[a.ID],
 		}
 		for _, u := range usersByAcct[a.ID] {
 			v.User = append(v.User, userView(&u, o, caller))

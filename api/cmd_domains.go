@@ -103,7 +103,7 @@ var domainFields = []Field{
 
 // ResourceCounts are the resource limits and usage CloudStack shows on
 // domains and accounts. Limits are strings ("Unlimited" or a number), totals
-// numbers. Nimbus enforces no limits yet: every limit shows "Unlimited".
+// numbers. They come from the limits repository (cmd_limits.go).
 type ResourceCounts struct {
 	CPUAvailable              string  `json:"cpuavailable"`
 	CPULimit                  string  `json:"cpulimit"`
@@ -212,11 +212,15 @@ func domainViews(ctx context.Context, db bun.IDB, ds []models.Domain) ([]DomainV
 	for _, k := range kids {
 		hasChild[k.ParentID] = true
 	}
+	counts, err := domainsResourceCounts(ctx, db, ds)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]DomainView, 0, len(ds))
 	for _, d := range ds {
 		v := DomainView{
 			ID: d.UUID, Name: d.Name, Level: d.Level, HasChild: hasChild[d.ID], Path: DisplayPath(d.Path),
-			NetworkDomain: d.NetworkDomain, State: d.State, Created: FormatTime(d.Created), ResourceCounts: unlimitedCounts(),
+			NetworkDomain: d.NetworkDomain, State: d.State, Created: FormatTime(d.Created), ResourceCounts: counts[d.ID],
 		}
 		if !d.Removed.IsZero() {
 			v.Path = d.Name // a removed domain's stored path is mangled
