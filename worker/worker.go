@@ -17,6 +17,22 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.DeleteDomain)
 	r.RegisterWorkflow(workflows.DisableAccount)
 	r.RegisterWorkflow(workflows.DisableUser)
+	r.RegisterWorkflow(workflows.CreateTags)
+	r.RegisterWorkflow(workflows.DeleteTags)
+	r.RegisterWorkflow(workflows.CreateAffinityGroup)
+	r.RegisterWorkflow(workflows.DeleteAffinityGroup)
+	r.RegisterWorkflow(workflows.UpdateVMAffinityGroup)
+
+	r.RegisterWorkflow(workflows.AddHost)
+	r.RegisterWorkflow(workflows.ReconnectHost)
+	r.RegisterWorkflow(workflows.PrepareHostForMaintenance)
+	r.RegisterWorkflow(workflows.CancelHostMaintenance)
+	r.RegisterWorkflow(workflows.ConfigureSimulator)
+	r.RegisterWorkflow(workflows.CreateStoragePool)
+	r.RegisterWorkflow(workflows.EnableStorageMaintenance)
+	r.RegisterWorkflow(workflows.CancelStorageMaintenance)
+	r.RegisterWorkflow(workflows.DeleteStoragePool)
+	r.RegisterWorkflow(workflows.AddImageStore)
 
 	r.RegisterWorkflow(workflows.CreatePhysicalNetwork)
 	r.RegisterWorkflow(workflows.UpdatePhysicalNetwork)
@@ -28,10 +44,21 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.CreateStorageNetworkIPRange)
 	r.RegisterWorkflow(workflows.DeleteStorageNetworkIPRange)
 
+	r.RegisterWorkflow(workflows.RegisterTemplate)
+	r.RegisterWorkflow(workflows.CopyTemplate)
+	r.RegisterWorkflow(workflows.DeleteTemplate)
+	r.RegisterWorkflow(workflows.ExtractTemplate)
+
 	r.RegisterActivity(&activities.Jobs{Deps: deps})
 	r.RegisterActivity(&activities.PhysNet{Deps: deps})
 	r.RegisterActivity(&activities.Health{Deps: deps})
+	r.RegisterActivity(&activities.Hosts{Deps: deps})
+	r.RegisterActivity(&activities.Simulator{Deps: deps})
+	r.RegisterActivity(&activities.Storage{Deps: deps})
 	r.RegisterActivity(&activities.Tenancy{Deps: deps})
+	r.RegisterActivity(&activities.Tags{Deps: deps})
+	r.RegisterActivity(&activities.Affinity{Deps: deps})
+	r.RegisterActivity(&activities.Templates{Deps: deps})
 }
 
 // New builds a worker on the task queue with every workflow and activity.
