@@ -193,7 +193,11 @@ type hostRow struct {
 
 func selectHosts(db bun.IDB, rows *[]hostRow) *bun.SelectQuery {
 	return db.NewSelect().Model(rows).
-		ColumnExpr("host.*").
+		// The columns the view shows, not host.*: a page of 500 scans faster.
+		ColumnExpr("host.id, host.uuid, host.name, host.type, host.state, host.resource_state, host.state_reason").
+		ColumnExpr("host.hypervisor_type, host.hypervisor_version, host.private_ip_address, host.cpu_sockets, host.cpus").
+		ColumnExpr("host.speed, host.ram, host.cpu_allocated, host.mem_allocated, host.capabilities").
+		ColumnExpr("host.created, host.disconnected, host.last_ping, host.removed").
 		ColumnExpr("c.uuid AS cluster_uuid, c.name AS cluster_name, c.cluster_type AS cluster_type").
 		ColumnExpr("COALESCE(c.cpu_overcommit_ratio, 1) AS cpu_ratio, COALESCE(c.mem_overcommit_ratio, 1) AS mem_ratio").
 		ColumnExpr("p.uuid AS pod_uuid, p.name AS pod_name, z.uuid AS zone_uuid, z.name AS zone_name").
@@ -421,65 +425,87 @@ func (c *Call) clusterOfPod(p *models.Pod, name, hv string) (*models.Cluster, er
 	return &cl, nil
 }
 
+// hostList is listHosts' answer, encoded in one pass (a List's items would
+// be encoded and then re-scanned twice, which costs more than the query on
+// a page of 500 hosts).
+type hostList struct {
+	Count int        `json:"count"`
+	Host  []HostView `json:"host"`
+}
+
 func listHosts(c *Call) (any, error) {
-	var rows []hostRow
-	q := selectHosts(c.S.DB, &rows).Order("host.id ASC")
-	if c.Has("id") {
-		q = q.Where("host.uuid = ?", c.Str("id"))
-	}
-	if c.Has("name") {
-		q = q.Where("host.name = ?", c.Str("name"))
-	}
-	if c.Has("keyword") {
-		q = q.Where("host.name LIKE ?", likePattern(c.Str("keyword")))
-	}
 	// Filters by zone, pod and cluster resolve their UUIDs first so that
-	// the hosts query filters on its own indexed columns.
-	for _, f := range []struct{ param, table, col string }{
-		{"zoneid", "zones", "host.zone_id"}, {"podid", "pods", "host.pod_id"}, {"clusterid", "clusters", "host.cluster_id"},
-	} {
+	// both the page and the count filter on the hosts' own indexed columns,
+	// and the count needs no joins.
+	var ids [3]int64
+	for i, f := range []struct{ param, table string }{{"zoneid", "zones"}, {"podid", "pods"}, {"clusterid", "clusters"}} {
 		if !c.Has(f.param) {
 			continue
 		}
-		var id int64
-		err := c.S.DB.NewSelect().TableExpr(f.table).Column("id").Where("uuid = ?", c.Str(f.param)).Limit(1).Scan(c.Ctx, &id)
+		err := c.S.DB.NewSelect().TableExpr(f.table).Column("id").Where("uuid = ?", c.Str(f.param)).Limit(1).Scan(c.Ctx, &ids[i])
 		if err != nil && !isNoRows(err) {
 			return nil, err
 		}
-		q = q.Where(f.col+" = ?", id)
 	}
-	if c.Has("type") {
-		q = q.Where("host.type = ?", c.Str("type"))
-	}
-	if c.Has("state") {
-		q = q.Where("host.state = ?", c.Str("state"))
-	}
-	if c.Has("resourcestate") {
-		q = q.Where("host.resource_state = ?", c.Str("resourcestate"))
-	}
+	hv := ""
 	if c.Has("hypervisor") {
-		hv, err := hypervisor.Canonical(c.Str("hypervisor"))
-		if err != nil {
+		var err error
+		if hv, err = hypervisor.Canonical(c.Str("hypervisor")); err != nil {
 			return nil, cserr.Param("%s", err.Error())
 		}
-		q = q.Where("host.hypervisor_type = ?", hv)
-	}
-	if c.Has("virtualmachineid") {
-		q = q.Where("host.id = (SELECT vm.host_id FROM vm_instances AS vm WHERE vm.uuid = ? AND vm.removed IS NULL)", c.Str("virtualmachineid"))
 	}
 	if c.Bool("hahost", false) || c.Bool("outofbandmanagementenabled", false) || c.Has("outofbandmanagementpowerstate") {
 		return List{Key: "host"}, nil
 	}
-	limit, offset := c.Page()
-	total, err := q.Limit(int64(limit)).Offset(int64(offset)).ScanAndCount(c.Ctx)
+	filter := func(q *bun.SelectQuery) *bun.SelectQuery {
+		if c.Has("id") {
+			q = q.Where("host.uuid = ?", c.Str("id"))
+		}
+		if c.Has("name") {
+			q = q.Where("host.name = ?", c.Str("name"))
+		}
+		if c.Has("keyword") {
+			q = q.Where("host.name LIKE ?", likePattern(c.Str("keyword")))
+		}
+		for i, col := range []string{"host.zone_id", "host.pod_id", "host.cluster_id"} {
+			if c.Has([]string{"zoneid", "podid", "clusterid"}[i]) {
+				q = q.Where(col+" = ?", ids[i])
+			}
+		}
+		if c.Has("type") {
+			q = q.Where("host.type = ?", c.Str("type"))
+		}
+		if c.Has("state") {
+			q = q.Where("host.state = ?", c.Str("state"))
+		}
+		if c.Has("resourcestate") {
+			q = q.Where("host.resource_state = ?", c.Str("resourcestate"))
+		}
+		if hv != "" {
+			q = q.Where("host.hypervisor_type = ?", hv)
+		}
+		if c.Has("virtualmachineid") {
+			q = q.Where("host.id = (SELECT vm.host_id FROM vm_instances AS vm WHERE vm.uuid = ? AND vm.removed IS NULL)", c.Str("virtualmachineid"))
+		}
+		return q
+	}
+	total, err := filter(c.S.DB.NewSelect().Model((*models.Host)(nil))).Count(c.Ctx)
 	if err != nil {
+		return nil, err
+	}
+	if total == 0 {
+		return List{Key: "host"}, nil
+	}
+	var rows []hostRow
+	limit, offset := c.Page()
+	if err := filter(selectHosts(c.S.DB, &rows)).Order("host.id ASC").Limit(int64(limit)).Offset(int64(offset)).Scan(c.Ctx); err != nil {
 		return nil, err
 	}
 	views, err := c.S.hostViews(c.Ctx, rows)
 	if err != nil {
 		return nil, err
 	}
-	return List{Key: "host", Count: int(total), Items: views}, nil
+	return hostList{Count: int(total), Host: views}, nil
 }
 
 func updateHost(c *Call) (any, error) {

@@ -34,6 +34,24 @@ func withConnect(ctx workflow.Context) workflow.Context {
 	})
 }
 
+// withHostInventory runs the host jobs' quick inventory steps as local
+// activities: in the worker that runs the workflow, recorded in its history
+// without a round trip through the task queue (bulk adds of thousands of
+// hosts are bound by those round trips). The steps are idempotent, so a
+// rerun after a worker dies is safe.
+func withHostInventory(ctx workflow.Context) workflow.Context {
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        200 * time.Millisecond,
+			BackoffCoefficient:     2,
+			MaximumInterval:        10 * time.Second,
+			MaximumAttempts:        20,
+			NonRetryableErrorTypes: nonRetryable,
+		},
+	})
+}
+
 // AddHostInput is an addHost job: the host row's UUID is chosen by the API
 // (or is the UUID of an earlier failed add of the same URL it takes over).
 type AddHostInput = activities.HostCreateInput
@@ -55,9 +73,9 @@ type addHost struct {
 }
 
 func (w *addHost) run(ctx workflow.Context) (JobOutcome, error) {
-	ictx := withInventory(ctx)
+	ictx := withHostInventory(ctx)
 	var ref activities.HostRef
-	if err := workflow.ExecuteActivity(ictx, hostAct.HostCreate, w.in).Get(ctx, &ref); err != nil {
+	if err := workflow.ExecuteLocalActivity(ictx, hostAct.HostCreate, w.in).Get(ctx, &ref); err != nil {
 		return JobOutcome{}, err
 	}
 	var disc activities.HostDiscovery
@@ -65,13 +83,13 @@ func (w *addHost) run(ctx workflow.Context) (JobOutcome, error) {
 	if err != nil {
 		code, reason := connectFailure(err)
 		failed := activities.HostFailedInput{HostUUID: ref.HostUUID, State: models.HostAlert, Reason: reason, EventType: "HOST.ADD", Actor: w.in.Actor}
-		if ferr := workflow.ExecuteActivity(ictx, hostAct.HostMarkFailed, failed).Get(ctx, nil); ferr != nil {
+		if ferr := workflow.ExecuteLocalActivity(ictx, hostAct.HostMarkFailed, failed).Get(ctx, nil); ferr != nil {
 			return JobOutcome{}, ferr
 		}
 		return JobOutcome{}, cserr.New(code, "Unable to add host %s: %s", w.in.URL, reason)
 	}
 	up := activities.HostConnectedInput{HostUUID: ref.HostUUID, Discovery: disc, Adding: true, EventType: "HOST.ADD", Actor: w.in.Actor}
-	if err := workflow.ExecuteActivity(ictx, hostAct.HostConnected, up).Get(ctx, nil); err != nil {
+	if err := workflow.ExecuteLocalActivity(ictx, hostAct.HostConnected, up).Get(ctx, nil); err != nil {
 		return JobOutcome{}, err
 	}
 	return JobOutcome{ResultKey: "host", ResultType: "Host", ResultUUID: ref.HostUUID}, nil
@@ -115,14 +133,14 @@ type ReconnectHostInput struct {
 // is refused.
 func ReconnectHost(ctx workflow.Context, in ReconnectHostInput) (JobOutcome, error) {
 	return RunJob(ctx, func(ctx workflow.Context) (JobOutcome, error) {
-		ictx := withInventory(ctx)
+		ictx := withHostInventory(ctx)
 		var ref activities.HostRef
-		if err := workflow.ExecuteActivity(ictx, hostAct.HostReconnectBegin, activities.HostReconnectInput{HostUUID: in.HostUUID}).Get(ctx, &ref); err != nil {
+		if err := workflow.ExecuteLocalActivity(ictx, hostAct.HostReconnectBegin, activities.HostReconnectInput{HostUUID: in.HostUUID}).Get(ctx, &ref); err != nil {
 			return JobOutcome{}, err
 		}
 		fail := func(state string, code int, reason string) (JobOutcome, error) {
 			failed := activities.HostFailedInput{HostUUID: in.HostUUID, State: state, Reason: reason, EventType: "HOST.RECONNECT", Actor: in.Actor}
-			if ferr := workflow.ExecuteActivity(ictx, hostAct.HostMarkFailed, failed).Get(ctx, nil); ferr != nil {
+			if ferr := workflow.ExecuteLocalActivity(ictx, hostAct.HostMarkFailed, failed).Get(ctx, nil); ferr != nil {
 				return JobOutcome{}, ferr
 			}
 			return JobOutcome{}, cserr.New(code, "Unable to reconnect host %s: %s", ref.Name, reason)
@@ -138,7 +156,7 @@ func ReconnectHost(ctx workflow.Context, in ReconnectHostInput) (JobOutcome, err
 			return fail(state, code, reason)
 		}
 		up := activities.HostConnectedInput{HostUUID: in.HostUUID, Discovery: disc, EventType: "HOST.RECONNECT", Actor: in.Actor}
-		if err := workflow.ExecuteActivity(ictx, hostAct.HostConnected, up).Get(ctx, nil); err != nil {
+		if err := workflow.ExecuteLocalActivity(ictx, hostAct.HostConnected, up).Get(ctx, nil); err != nil {
 			e := cserr.As(err)
 			if e.Code == cserr.ParamError {
 				return fail(models.HostAlert, e.Code, e.Text)
