@@ -31,6 +31,9 @@ type CleanupStep struct {
 var AccountCleanupSteps = []CleanupStep{
 	{Kind: "sessions", Activity: tenancyAct.AccountDeleteSessions},
 	{Kind: "keys", Activity: tenancyAct.AccountDeleteKeys},
+	{Kind: "snapshot policies", Activity: snapAct.SnapshotPolicyAccountCleanup},
+	{Kind: "snapshots", Activity: snapAct.SnapshotAccountCleanup},
+	{Kind: "volumes", Activity: volAct.VolumeAccountCleanup},
 	{Kind: "users", Activity: tenancyAct.AccountDeleteUsers},
 }
 
