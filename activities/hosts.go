@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -36,8 +37,8 @@ type HypervisorDrivers struct {
 	open    map[string]hypervisor.Driver
 }
 
-// NewHypervisorDrivers gives drivers the worker's data directory for their
-// state (the simulator keeps it in <dataDir>/simulator).
+// NewHypervisorDrivers keeps each driver's state under dataDir: the
+// simulator's in <dataDir>/simulator, others' in <dataDir>/<type>.
 func NewHypervisorDrivers(dataDir string) *HypervisorDrivers {
 	return &HypervisorDrivers{dataDir: dataDir, open: map[string]hypervisor.Driver{}}
 }
@@ -54,7 +55,11 @@ func (d *HypervisorDrivers) Get(typ string) (hypervisor.Driver, error) {
 	if drv := d.open[t]; drv != nil {
 		return drv, nil
 	}
-	drv, err := hypervisor.Open(t, hypervisor.Config{DataDir: d.dataDir})
+	dir := ""
+	if d.dataDir != "" {
+		dir = filepath.Join(d.dataDir, strings.ToLower(t))
+	}
+	drv, err := hypervisor.Open(t, hypervisor.Config{DataDir: dir})
 	if err != nil {
 		return nil, err
 	}

@@ -15,8 +15,9 @@ import (
 
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor/sim/simkit"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
-	_ "github.com/nimbus-cloud/nimbus/infra/storage/sim" // the Simulator's primary storage
+	storagesim "github.com/nimbus-cloud/nimbus/infra/storage/sim"
 	"github.com/nimbus-cloud/nimbus/models"
 )
 
@@ -28,18 +29,26 @@ type Storage struct{ Deps }
 // type, image store drivers by provider.
 type StorageDrivers struct {
 	dataDir string
+	hv      *HypervisorDrivers
 	mu      sync.Mutex
 	pools   map[string]storage.PoolDriver
 	stores  map[string]storage.ImageStoreDriver
 }
 
-// NewStorageDrivers gives drivers the worker's data directory for their
-// state (the Simulator's storage keeps it in <dataDir>/simulator/storage and
-// shares <dataDir>/simulator/faults.json with the hypervisor simulator, so
-// configureSimulator drives both). NFS exports are looked for mounted at
-// <dataDir>/mnt/<server>/<export>.
-func NewStorageDrivers(dataDir string) *StorageDrivers {
-	return &StorageDrivers{dataDir: dataDir, pools: map[string]storage.PoolDriver{}, stores: map[string]storage.ImageStoreDriver{}}
+// NewStorageDrivers keeps drivers' state under dataDir: the Simulator's
+// primary storage in <dataDir>/simulator/storage, sharing the fault
+// switches of hv's Simulator (so that configureSimulator drives both);
+// other pool drivers' in <dataDir>/<type>-storage. NFS exports are looked
+// for mounted at <dataDir>/mnt/<server>/<export>.
+func NewStorageDrivers(dataDir string, hv *HypervisorDrivers) *StorageDrivers {
+	return &StorageDrivers{dataDir: dataDir, hv: hv, pools: map[string]storage.PoolDriver{}, stores: map[string]storage.ImageStoreDriver{}}
+}
+
+func (d *StorageDrivers) mountRoot() string {
+	if d.dataDir == "" {
+		return ""
+	}
+	return filepath.Join(d.dataDir, "mnt")
 }
 
 // Pool returns the primary storage driver of a hypervisor type.
@@ -53,9 +62,33 @@ func (d *StorageDrivers) Pool(hypervisorType string) (storage.PoolDriver, error)
 	if drv := d.pools[t]; drv != nil {
 		return drv, nil
 	}
-	drv, err := storage.OpenPool(t, storage.Config{DataDir: d.dataDir, Options: map[string]string{"mountroot": filepath.Join(d.dataDir, "mnt")}})
-	if err != nil {
-		return nil, err
+	var drv storage.PoolDriver
+	if t == hypervisor.TypeSimulator {
+		o := storagesim.Options{MountRoot: d.mountRoot()}
+		if d.hv != nil {
+			hd, err := d.hv.Get(t)
+			if err != nil {
+				return nil, err
+			}
+			if f, ok := hd.(interface{ Faults() *simkit.Faults }); ok {
+				o.Faults = f.Faults()
+			}
+		}
+		dir := ""
+		if d.dataDir != "" {
+			dir = filepath.Join(d.dataDir, "simulator", "storage")
+		}
+		if drv, err = storagesim.OpenWith(dir, o); err != nil {
+			return nil, err
+		}
+	} else {
+		dir := ""
+		if d.dataDir != "" {
+			dir = filepath.Join(d.dataDir, strings.ToLower(t)+"-storage")
+		}
+		if drv, err = storage.OpenPool(t, storage.Config{DataDir: dir, Options: map[string]string{"mountroot": d.mountRoot()}}); err != nil {
+			return nil, err
+		}
 	}
 	d.pools[t] = drv
 	return drv, nil

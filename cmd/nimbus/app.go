@@ -143,7 +143,7 @@ func runWorkerLoop(ctx context.Context, cfg config.Config, d *bun.DB, tc client.
 	renderer := api.New(d, tc, box, cfg, cfg.TaskQueue, log)
 	hv := activities.NewHypervisorDrivers(cfg.DataDir) // the simulator keeps its state in <data-dir>/simulator
 	defer hv.Close()
-	st := activities.NewStorageDrivers(cfg.DataDir)
+	st := activities.NewStorageDrivers(cfg.DataDir, hv)
 	defer st.Close()
 	deps := activities.Deps{DB: d, Render: renderer.Render, Hypervisors: hv.Get, Pools: st.Pool, ImageStores: st.ImageStore, Secrets: box}
 	w := worker.New(tc, cfg.TaskQueue, cfg.WorkerPollers, deps)

@@ -97,7 +97,7 @@ func runBenchInfra(ctx context.Context, args []string, log *slog.Logger) error {
 	srv := api.New(d, tc, box, cfg, cfg.TaskQueue, quiet)
 	hv := activities.NewHypervisorDrivers(tmp)
 	defer hv.Close()
-	st := activities.NewStorageDrivers(tmp)
+	st := activities.NewStorageDrivers(tmp, hv)
 	defer st.Close()
 	w := worker.New(tc, cfg.TaskQueue, cfg.WorkerPollers, activities.Deps{
 		DB: d, Render: srv.Render, Hypervisors: hv.Get, Pools: st.Pool, ImageStores: st.ImageStore, Secrets: box,
