@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/uptrace/bun"
@@ -456,16 +457,19 @@ func reservationOwners(ctx context.Context, db bun.IDB, accountID int64) ([]coun
 	return owners, nil
 }
 
-// ensureCounts makes sure the count rows exist. On MySQL the missing ones
-// are inserted outside the caller's transaction (committed at once), so
-// that the transaction only ever takes row locks on existing rows in lock
-// order (inserting there would take gap locks that concurrent reservations
-// deadlock on); SQLite serializes write transactions, so it inserts inside.
+// ensureCounts makes sure the count rows exist. On MySQL, inside a
+// transaction, the missing ones are inserted on a connection of their own
+// (committed at once), so that the transaction only ever takes row locks on
+// existing rows, in lock order: inserting there would take gap and shared
+// next-key locks that concurrent first reservations deadlock on. If no
+// connection frees up within ensureConnWait (a pool full of transactions
+// waiting here too), the rows are created in the background once
+// connections free up and this reservation fails with a plain (retryable)
+// error, which rolls the caller's transaction back and frees its
+// connection. SQLite serializes write transactions, so it inserts inside;
+// given a *bun.DB, the inserts commit one by one.
 func ensureCounts(ctx context.Context, db bun.IDB, owners []countOwner, types []string) error {
-	ins := db
-	if db.Dialect().Name() != dialect.SQLite {
-		ins = db.NewSelect().DB()
-	}
+	var missing []*ResourceCount
 	for _, o := range owners {
 		var have []string
 		col, id := o.col()
@@ -478,16 +482,58 @@ func ensureCounts(ctx context.Context, db bun.IDB, owners []countOwner, types []
 			got[t] = true
 		}
 		for _, t := range types {
-			if got[t] {
-				continue
-			}
-			row := &ResourceCount{Type: t, AccountID: o.accountID, DomainID: o.domainID}
-			if _, err := ins.NewInsert().Model(row).Ignore().Exec(ctx); err != nil {
-				return fmt.Errorf("resource count row: %w", err)
+			if !got[t] {
+				missing = append(missing, &ResourceCount{Type: t, AccountID: o.accountID, DomainID: o.domainID})
 			}
 		}
 	}
+	if len(missing) == 0 {
+		return nil
+	}
+	ins := db
+	if _, isDB := db.(*bun.DB); !isDB && db.Dialect().Name() != dialect.SQLite {
+		base := db.NewSelect().DB()
+		cctx, cancel := context.WithTimeout(ctx, ensureConnWait)
+		conn, err := base.Conn(cctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			go func() {
+				bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+				defer cancel()
+				for _, row := range missing {
+					_, _ = base.NewInsert().Model(row).Ignore().Exec(bctx)
+				}
+			}()
+			return fmt.Errorf("resource counts of %s are being created (no free database connection); try again", owners[0].what)
+		}
+		defer conn.Close()
+		ins = conn
+	}
+	for _, row := range missing {
+		if _, err := ins.NewInsert().Model(row).Ignore().Exec(ctx); err != nil {
+			return fmt.Errorf("resource count row: %w", err)
+		}
+	}
 	return nil
+}
+
+// ensureConnWait bounds how long ensureCounts waits for a free connection.
+const ensureConnWait = 5 * time.Second
+
+// EnsureResourceCounts creates the count rows of an account and of the
+// domains above it, for every resource type, outside any transaction. Rows
+// exist after an account's first reservation anyway; code that is about to
+// run many reservations for a new account at once (a burst of deploys) may
+// call it first so that none of them has to create rows.
+func EnsureResourceCounts(ctx context.Context, db *bun.DB, accountID int64) error {
+	owners, err := reservationOwners(ctx, db, accountID)
+	if err != nil {
+		return err
+	}
+	return ensureCounts(ctx, db, owners, append([]string(nil), ResourceTypes...))
 }
 
 func sortedDeltaTypes(deltas map[string]int64) ([]string, error) {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -163,6 +164,52 @@ func TestReserveResourcesDomainLimitConcurrent(t *testing.T) {
 		b11 := counts(t, db, "account_id", f.b11.ID)[models.ResourceUserVM]
 		if d1 != 20 || a1+a11+b11 != 20 || d11 != a11+b11 {
 			t.Fatalf("counts: d1 %d, d11 %d, a1 %d, a11 %d, b11 %d", d1, d11, a1, a11, b11)
+		}
+	})
+}
+
+// TestReserveResourcesSmallPool: first reservations of a new account while
+// every pooled connection is held by a reserving transaction neither hang
+// nor lose counts (a transaction that fails is retried, as activities are).
+func TestReserveResourcesSmallPool(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, dsn string) {
+		db := migrated(t, dsn)
+		f := newLimitsFixture(t, db)
+		db.DB.SetMaxOpenConns(3)
+		const n = 9
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var err error
+				for attempt := 0; attempt < 20; attempt++ {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					err = db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+						return models.ReserveResources(ctx, tx, f.b11.ID, map[string]int64{models.ResourceUserVM: 1, models.ResourceVolume: 1})
+					})
+					cancel()
+					if err == nil {
+						return
+					}
+					time.Sleep(200 * time.Millisecond) // as an activity's retry backs off
+				}
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("reservation failed 20 times: %v", err)
+		}
+		for _, c := range []struct {
+			col string
+			id  int64
+		}{{"account_id", f.b11.ID}, {"domain_id", f.d11.ID}, {"domain_id", f.d1.ID}} {
+			if got := counts(t, db, c.col, c.id); got[models.ResourceUserVM] != n || got[models.ResourceVolume] != n {
+				t.Errorf("%s %d: counts %v, want %d VMs and volumes", c.col, c.id, got, n)
+			}
 		}
 	})
 }
