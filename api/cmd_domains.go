@@ -143,18 +143,6 @@ type ResourceCounts struct {
 	VPCTotal                  int64   `json:"vpctotal"`
 }
 
-// unlimitedCounts is ResourceCounts with no limit and nothing used.
-func unlimitedCounts() ResourceCounts {
-	const u = "Unlimited"
-	return ResourceCounts{
-		CPUAvailable: u, CPULimit: u, IPAvailable: u, IPLimit: u, MemoryAvailable: u, MemoryLimit: u,
-		NetworkAvailable: u, NetworkLimit: u, PrimaryStorageAvailable: u, PrimaryStorageLimit: u,
-		ProjectAvailable: u, ProjectLimit: u, SecondaryStorageAvailable: u, SecondaryStorageLimit: u,
-		SnapshotAvailable: u, SnapshotLimit: u, TemplateAvailable: u, TemplateLimit: u,
-		VMAvailable: u, VMLimit: u, VolumeAvailable: u, VolumeLimit: u, VPCAvailable: u, VPCLimit: u,
-	}
-}
-
 // DomainView is a domain as listDomains shows it (cloudstack-go Domain).
 type DomainView struct {
 	ID               string `json:"id"`
