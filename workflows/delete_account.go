@@ -31,6 +31,7 @@ type CleanupStep struct {
 var AccountCleanupSteps = []CleanupStep{
 	{Kind: "sessions", Activity: tenancyAct.AccountDeleteSessions},
 	{Kind: "keys", Activity: tenancyAct.AccountDeleteKeys},
+	{Kind: "virtual machines", Activity: vmAct.VMExpungeAccount},
 	{Kind: "snapshot policies", Activity: snapAct.SnapshotPolicyAccountCleanup},
 	{Kind: "snapshots", Activity: snapAct.SnapshotAccountCleanup},
 	{Kind: "volumes", Activity: volAct.VolumeAccountCleanup},

@@ -1,0 +1,499 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/cloudstack-go/v2/cloudstack"
+
+	"github.com/nimbus-cloud/nimbus/models"
+	"github.com/nimbus-cloud/nimbus/tests/testenv"
+)
+
+// vmtCloud is an advanced zone set up through the API the way an operator
+// does it: zone > physical network > pod > Simulator cluster > two hosts >
+// primary storage > image store > template, and a shared guest network.
+type vmtCloud struct {
+	s          *testenv.Stack
+	cs         *cloudstack.CloudStackClient
+	zoneID     string
+	podID      string
+	clusterID  string
+	hosts      map[string]string // name -> id
+	poolID     string
+	templateID string
+	networkID  string
+}
+
+const (
+	vmtHostMHz  = 4 * 2000 // each host: 4 cores of 2000 MHz
+	vmtHostMiB  = 8192
+	vmtNetFirst = "10.50.0.10"
+	vmtNetLast  = "10.50.0.20"
+	vmtNetSize  = 11
+)
+
+func vmtMust[T any](t *testing.T, what string) func(T, error) T {
+	t.Helper()
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+}
+
+func vmtSetup(t *testing.T) *vmtCloud {
+	t.Helper()
+	s := testenv.StartStack(t, testenv.StackOptions{})
+	cs := s.Client
+	cs.Timeout(3 * time.Minute)
+	c := &vmtCloud{s: s, cs: cs, hosts: map[string]string{}}
+
+	z := vmtMust[*cloudstack.CreateZoneResponse](t, "createZone")(cs.Zone.CreateZone(cs.Zone.NewCreateZoneParams("8.8.8.8", "10.0.0.2", "vm-zone", "Advanced")))
+	c.zoneID = z.Id
+	pn := vmtMust[*cloudstack.CreatePhysicalNetworkResponse](t, "createPhysicalNetwork")(cs.Network.CreatePhysicalNetwork(cs.Network.NewCreatePhysicalNetworkParams("vm-phys", z.Id)))
+	for _, tt := range []string{"Guest", "Management", "Public", "Storage"} {
+		vmtMust[*cloudstack.AddTrafficTypeResponse](t, "addTrafficType "+tt)(cs.Usage.AddTrafficType(cs.Usage.NewAddTrafficTypeParams(pn.Id, tt)))
+	}
+	up := cs.Network.NewUpdatePhysicalNetworkParams(pn.Id)
+	up.SetState("Enabled")
+	vmtMust[*cloudstack.UpdatePhysicalNetworkResponse](t, "enable physical network")(cs.Network.UpdatePhysicalNetwork(up))
+	pp := cs.Pod.NewCreatePodParams("vm-pod", z.Id)
+	pp.SetGateway("192.168.20.1")
+	pp.SetNetmask("255.255.255.0")
+	pp.SetStartip("192.168.20.10")
+	pp.SetEndip("192.168.20.20")
+	c.podID = vmtMust[*cloudstack.CreatePodResponse](t, "createPod")(cs.Pod.CreatePod(pp)).Id
+	c.clusterID = vmtMust[*cloudstack.AddClusterResponse](t, "addCluster")(cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("vm-c1", "CloudManaged", "Simulator", c.podID, z.Id))).Id
+	for _, name := range []string{"vmh1", "vmh2"} {
+		h := vmtMust[*cloudstack.AddHostResponse](t, "addHost "+name)(hostAdd(cs, z.Id, c.podID, c.clusterID, fmt.Sprintf("sim://%s?cpus=4&mhz=2000&memory=%d", name, vmtHostMiB)))
+		c.hosts[name] = h.Id
+	}
+	sp := cs.Pool.NewCreateStoragePoolParams("vm-primary", "nfs://10.0.0.9/export/vm-primary", z.Id)
+	sp.SetPodid(c.podID)
+	sp.SetClusterid(c.clusterID)
+	sp.SetCapacitybytes(100 << 30)
+	c.poolID = vmtMust[*cloudstack.CreateStoragePoolResponse](t, "createStoragePool")(cs.Pool.CreateStoragePool(sp)).Id
+	is := cs.ImageStore.NewAddImageStoreParams("NFS")
+	is.SetName("vm-secondary")
+	is.SetUrl("file://" + filepath.Join(s.Dir, "vm-secondary"))
+	is.SetZoneid(z.Id)
+	vmtMust[*cloudstack.AddImageStoreResponse](t, "addImageStore")(cs.ImageStore.AddImageStore(is))
+	ez := cs.Zone.NewUpdateZoneParams(z.Id)
+	ez.SetAllocationstate("Enabled")
+	vmtMust[*cloudstack.UpdateZoneResponse](t, "enable zone")(cs.Zone.UpdateZone(ez))
+
+	img := newCatImageServer(t, 1<<20, 256<<10, 0)
+	rp := cs.Template.NewRegisterTemplateParams("tiny linux", "RAW", "Simulator", "tiny", img.srv.URL+"/image.raw")
+	rp.SetZoneid(z.Id)
+	rp.SetOstypeid(models.OSTypeOtherLinux64UUID)
+	rp.SetIspublic(true)
+	rp.SetChecksum(img.sha256())
+	reg := vmtMust[*cloudstack.RegisterTemplateResponse](t, "registerTemplate")(cs.Template.RegisterTemplate(rp))
+	c.templateID = reg.RegisterTemplate[0].Id
+	catWaitTemplate(t, cs, c.templateID, 60*time.Second, func(x *cloudstack.Template) bool { return x.Isready })
+
+	np := cs.Network.NewCreateNetworkParams("shared-100", models.NetworkOfferingDefaultSharedUUID, z.Id)
+	np.SetDisplaytext("shared guest network on VLAN 100")
+	np.SetVlan("100")
+	np.SetGateway("10.50.0.1")
+	np.SetNetmask("255.255.255.0")
+	np.SetStartip(vmtNetFirst)
+	np.SetEndip(vmtNetLast)
+	np.SetAcltype("Domain")
+	n := vmtMust[*cloudstack.CreateNetworkResponse](t, "createNetwork")(cs.Network.CreateNetwork(np))
+	if n.Id == "" || n.Name != "shared-100" || n.Type != "Shared" || n.Vlan != "100" || n.Gateway != "10.50.0.1" || n.Cidr != "10.50.0.0/24" ||
+		n.Acltype != "Domain" || n.Zoneid != z.Id || n.Networkofferingid != models.NetworkOfferingDefaultSharedUUID || n.Physicalnetworkid != pn.Id {
+		t.Fatalf("createNetwork = %+v", n)
+	}
+	c.networkID = n.Id
+	return c
+}
+
+// vm reads one VM by id as cs sees it (nil when it does not see it).
+func (c *vmtCloud) vm(t *testing.T, cs *cloudstack.CloudStackClient, id string) *cloudstack.VirtualMachine {
+	t.Helper()
+	p := cs.VirtualMachine.NewListVirtualMachinesParams()
+	p.SetId(id)
+	r, err := cs.VirtualMachine.ListVirtualMachines(p)
+	if err != nil {
+		t.Fatalf("listVirtualMachines id=%s: %v", id, err)
+	}
+	if r.Count == 0 {
+		return nil
+	}
+	return r.VirtualMachines[0]
+}
+
+// used returns listCapacity's used CPU (MHz) and memory (bytes) of the zone.
+func (c *vmtCloud) used(t *testing.T) (mhz, mem int64) {
+	t.Helper()
+	inZone := func(p *cloudstack.ListCapacityParams) { p.SetZoneid(c.zoneID) }
+	_, mhz = hostCapacity(t, c.cs, 1, inZone)
+	_, mem = hostCapacity(t, c.cs, 0, inZone)
+	return mhz, mem
+}
+
+// hostAlloc returns what listHosts says is allocated on a host.
+func (c *vmtCloud) hostAlloc(t *testing.T, name string) (mhz, mem int64) {
+	t.Helper()
+	p := c.cs.Host.NewListHostsParams()
+	p.SetId(c.hosts[name])
+	r := vmtMust[*cloudstack.ListHostsResponse](t, "listHosts")(c.cs.Host.ListHosts(p))
+	if r.Count != 1 {
+		t.Fatalf("listHosts id=%s: %d", name, r.Count)
+	}
+	return r.Hosts[0].Cpuallocatedvalue, r.Hosts[0].Memoryallocated
+}
+
+// freeIPs counts the free addresses of the shared network.
+func (c *vmtCloud) freeIPs(t *testing.T) int {
+	t.Helper()
+	return nsCount(t, c.s.DB, "SELECT COUNT(*) FROM ip_addresses ia JOIN vlans v ON v.id = ia.vlan_id JOIN networks n ON n.id = v.network_id WHERE n.uuid = ? AND ia.state = 'Free'", c.networkID)
+}
+
+// wantVMErr checks an error carries the code and every text part.
+func wantVMErr(t *testing.T, what string, err error, code int, parts ...string) {
+	t.Helper()
+	hostWantErr(t, what, err, code, parts...)
+}
+
+func (c *vmtCloud) deploy(t *testing.T, cs *cloudstack.CloudStackClient, name string, set func(*cloudstack.DeployVirtualMachineParams)) (*cloudstack.DeployVirtualMachineResponse, error) {
+	t.Helper()
+	p := cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, c.templateID, c.zoneID)
+	p.SetName(name)
+	p.SetNetworkids([]string{c.networkID})
+	if set != nil {
+		set(p)
+	}
+	return cs.VirtualMachine.DeployVirtualMachine(p)
+}
+
+func TestVMLifecycle(t *testing.T) {
+	c := vmtSetup(t)
+	cs, db, ctx := c.cs, c.s.DB, context.Background()
+	const smallMHz, smallMem = 500, int64(512) << 20
+
+	// ---- deploy ----
+	if mhz, mem := c.used(t); mhz != 0 || mem != 0 {
+		t.Fatalf("capacity used before any VM: %d MHz %d bytes", mhz, mem)
+	}
+	d, err := c.deploy(t, cs, "web1", func(p *cloudstack.DeployVirtualMachineParams) { p.SetDisplayname("Web server 1") })
+	if err != nil {
+		t.Fatalf("deployVirtualMachine: %v", err)
+	}
+	if d.Id == "" || d.State != "Running" || d.Name != "web1" || d.Displayname != "Web server 1" || d.Hostid == "" || d.Hostname == "" ||
+		len(d.Nic) != 1 || d.Nic[0].Ipaddress == "" || d.Templateid != c.templateID || d.Zoneid != c.zoneID {
+		t.Fatalf("deploy answered %+v", d)
+	}
+	vm := c.vm(t, cs, d.Id)
+	nic := vm.Nic[0]
+	if vm.State != "Running" || vm.Name != "web1" || vm.Displayname != "Web server 1" || vm.Zonename != "vm-zone" || vm.Templatename != "tiny" ||
+		vm.Serviceofferingid != models.ServiceOfferingSmallUUID || vm.Serviceofferingname != "Small Instance" || vm.Cpunumber != 1 ||
+		vm.Cpuspeed != 500 || vm.Memory != 512 || vm.Account != "admin" || vm.Domainid == "" || vm.Created == "" ||
+		vm.Hypervisor != "Simulator" || vm.Rootdevicetype != "ROOT" || vm.Hostid == "" || vm.Hostname == "" ||
+		!strings.HasPrefix(vm.Instancename, "i-") || !strings.HasSuffix(vm.Instancename, "-VM") {
+		t.Fatalf("listVirtualMachines = %+v", vm)
+	}
+	if !strings.HasPrefix(nic.Ipaddress, "10.50.0.") || nic.Networkid != c.networkID || nic.Networkname != "shared-100" || !nic.Isdefault ||
+		nic.Gateway != "10.50.0.1" || nic.Netmask != "255.255.255.0" || !strings.HasPrefix(nic.Macaddress, "02:00:") || nic.Deviceid != "0" {
+		t.Fatalf("nic = %+v", nic)
+	}
+	host1 := vm.Hostname
+	if mhz, mem := c.used(t); mhz != smallMHz || mem != smallMem {
+		t.Errorf("capacity used after deploy: %d MHz %d bytes, want %d and %d", mhz, mem, smallMHz, smallMem)
+	}
+	if mhz, mem := c.hostAlloc(t, host1); mhz != smallMHz || mem != smallMem {
+		t.Errorf("listHosts %s allocated %d MHz %d bytes", host1, mhz, mem)
+	}
+	if n := c.freeIPs(t); n != vmtNetSize-1 {
+		t.Errorf("%d free addresses after deploy, want %d", n, vmtNetSize-1)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM volumes v JOIN vm_instances i ON i.id = v.instance_id WHERE i.uuid = ? AND v.state = 'Ready' AND v.volume_type = 'ROOT'", d.Id); n != 1 {
+		t.Errorf("%d Ready root volumes", n)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM template_pool_refs r JOIN storage_pools p ON p.id = r.pool_id WHERE p.uuid = ? AND r.download_state = 'DOWNLOADED'", c.poolID); n != 1 {
+		t.Errorf("%d template copies on the pool, want 1", n)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM events WHERE type = 'VM.CREATE' AND resource_uuid = ?", d.Id); n != 1 {
+		t.Errorf("%d VM.CREATE events", n)
+	}
+	lp := cs.VirtualMachine.NewListVirtualMachinesParams()
+	lp.SetNetworkid(c.networkID)
+	if r := vmtMust[*cloudstack.ListVirtualMachinesResponse](t, "list by network")(cs.VirtualMachine.ListVirtualMachines(lp)); r.Count != 1 {
+		t.Errorf("listVirtualMachines networkid: %d", r.Count)
+	}
+
+	// A second VM by the same name in the account is refused at once.
+	_, err = c.deploy(t, cs, "web1", nil)
+	wantVMErr(t, "deploy duplicate name", err, 431, "already exists")
+	// An address asked for is honoured, and a taken one refused at once.
+	d2, err := c.deploy(t, cs, "db1", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress("10.50.0.15") })
+	if err != nil || d2.Nic[0].Ipaddress != "10.50.0.15" {
+		t.Fatalf("deploy with ipaddress: %v %+v", err, d2)
+	}
+	_, err = c.deploy(t, cs, "db2", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress("10.50.0.15") })
+	wantVMErr(t, "deploy with a taken address", err, 431, "10.50.0.15", "not available")
+	_, err = c.deploy(t, cs, "db3", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress("10.99.0.15") })
+	wantVMErr(t, "deploy with an address outside the network", err, 431, "not available")
+
+	// ---- stop, start, reboot ----
+	if _, err := cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d.Id)); err == nil {
+		t.Fatal("start of a running VM succeeded")
+	} else {
+		wantVMErr(t, "start running", err, 431, "Running")
+	}
+	st := vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stopVirtualMachine")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d.Id)))
+	if st.State != "Stopped" || st.Hostid != "" {
+		t.Fatalf("stop answered %+v", st)
+	}
+	if vm = c.vm(t, cs, d.Id); vm.State != "Stopped" || vm.Hostname != "" || vm.Nic[0].Ipaddress != nic.Ipaddress {
+		t.Fatalf("stopped VM = %+v", vm)
+	}
+	if mhz, mem := c.used(t); mhz != smallMHz || mem != smallMem { // db1 still runs
+		t.Errorf("capacity used with web1 stopped: %d MHz %d bytes", mhz, mem)
+	}
+	_, err = cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d.Id))
+	wantVMErr(t, "stop stopped", err, 431, "Stopped")
+	sr := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "startVirtualMachine")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d.Id)))
+	if sr.State != "Running" || sr.Hostname != host1 {
+		t.Fatalf("start answered %+v (want back on its last host %s)", sr, host1)
+	}
+	rr := vmtMust[*cloudstack.RebootVirtualMachineResponse](t, "rebootVirtualMachine")(cs.VirtualMachine.RebootVirtualMachine(cs.VirtualMachine.NewRebootVirtualMachineParams(d.Id)))
+	if rr.State != "Running" {
+		t.Fatalf("reboot answered %+v", rr)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM events WHERE type IN ('VM.STOP', 'VM.START', 'VM.REBOOT') AND resource_uuid = ?", d.Id); n != 3 {
+		t.Errorf("%d stop/start/reboot events, want 3", n)
+	}
+
+	// ---- migrate ----
+	other := "vmh1"
+	if host1 == "vmh1" {
+		other = "vmh2"
+	}
+	fh := vmtMust[*cloudstack.FindHostsForMigrationResponse](t, "findHostsForMigration")(cs.Host.FindHostsForMigration(cs.Host.NewFindHostsForMigrationParams(d.Id)))
+	if fh.Count != 1 || fh.Host[0].Name != other || !fh.Host[0].Suitableformigration || fh.Host[0].RequiresStorageMotion {
+		t.Fatalf("findHostsForMigration = %+v", fh)
+	}
+	before1, _ := c.hostAlloc(t, host1)
+	before2, _ := c.hostAlloc(t, other)
+	mp := cs.VirtualMachine.NewMigrateVirtualMachineParams(d.Id)
+	mp.SetHostid(c.hosts[other])
+	mr := vmtMust[*cloudstack.MigrateVirtualMachineResponse](t, "migrateVirtualMachine")(cs.VirtualMachine.MigrateVirtualMachine(mp))
+	if mr.State != "Running" || mr.Hostname != other {
+		t.Fatalf("migrate answered %+v", mr)
+	}
+	if a1, _ := c.hostAlloc(t, host1); a1 != before1-smallMHz {
+		t.Errorf("source host allocated %d MHz after migration, want %d", a1, before1-smallMHz)
+	}
+	if a2, _ := c.hostAlloc(t, other); a2 != before2+smallMHz {
+		t.Errorf("target host allocated %d MHz after migration, want %d", a2, before2+smallMHz)
+	}
+	mp.SetHostid(c.hosts[other])
+	_, err = cs.VirtualMachine.MigrateVirtualMachine(mp)
+	wantVMErr(t, "migrate to its own host", err, 431, "already runs")
+
+	// ---- scale (stopped), destroy, recover, expunge ----
+	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop for scale")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d.Id)))
+	_, err = cs.VirtualMachine.ScaleVirtualMachine(cs.VirtualMachine.NewScaleVirtualMachineParams(d2.Id, models.ServiceOfferingMediumUUID))
+	wantVMErr(t, "scale a running VM", err, 431, "Stopped")
+	if _, err := cs.VirtualMachine.ScaleVirtualMachine(cs.VirtualMachine.NewScaleVirtualMachineParams(d.Id, models.ServiceOfferingMediumUUID)); err != nil {
+		t.Fatalf("scaleVirtualMachine: %v", err)
+	}
+	if vm = c.vm(t, cs, d.Id); vm.State != "Stopped" || vm.Cpuspeed != 1000 || vm.Memory != 1024 || vm.Serviceofferingname != "Medium Instance" {
+		t.Fatalf("scaled VM = %+v", vm)
+	}
+	vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start after scale")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d.Id)))
+	if mhz, mem := c.used(t); mhz != smallMHz+1000 || mem != smallMem+1024<<20 {
+		t.Errorf("capacity used after scaling: %d MHz %d bytes", mhz, mem)
+	}
+	dr := vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroyVirtualMachine")(cs.VirtualMachine.DestroyVirtualMachine(cs.VirtualMachine.NewDestroyVirtualMachineParams(d.Id)))
+	if dr.State != "Destroyed" {
+		t.Fatalf("destroy answered %+v", dr)
+	}
+	if vm = c.vm(t, cs, d.Id); vm == nil || vm.State != "Destroyed" || vm.Nic[0].Ipaddress != nic.Ipaddress {
+		t.Fatalf("destroyed VM (admins still see it, with its address) = %+v", vm)
+	}
+	if mhz, _ := c.used(t); mhz != smallMHz {
+		t.Errorf("capacity used after destroy: %d MHz, want only db1's %d", mhz, smallMHz)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM volumes v JOIN vm_instances i ON i.id = v.instance_id WHERE i.uuid = ? AND v.state = 'Destroy'", d.Id); n != 1 {
+		t.Errorf("%d destroyed volumes of the destroyed VM", n)
+	}
+	_, err = cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d.Id))
+	wantVMErr(t, "start destroyed", err, 431, "Destroyed")
+	if _, err := cs.VirtualMachine.RecoverVirtualMachine(cs.VirtualMachine.NewRecoverVirtualMachineParams(d.Id)); err != nil {
+		t.Fatalf("recoverVirtualMachine: %v", err)
+	}
+	if vm = c.vm(t, cs, d.Id); vm.State != "Stopped" {
+		t.Fatalf("recovered VM = %+v", vm)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM volumes v JOIN vm_instances i ON i.id = v.instance_id WHERE i.uuid = ? AND v.state = 'Ready'", d.Id); n != 1 {
+		t.Errorf("%d Ready volumes of the recovered VM", n)
+	}
+	vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy again")(cs.VirtualMachine.DestroyVirtualMachine(cs.VirtualMachine.NewDestroyVirtualMachineParams(d.Id)))
+	if _, err := cs.VirtualMachine.ExpungeVirtualMachine(cs.VirtualMachine.NewExpungeVirtualMachineParams(d.Id)); err != nil {
+		t.Fatalf("expungeVirtualMachine: %v", err)
+	}
+	if vm = c.vm(t, cs, d.Id); vm != nil {
+		t.Fatalf("expunged VM still listed: %+v", vm)
+	}
+	if n := c.freeIPs(t); n != vmtNetSize-1 {
+		t.Errorf("%d free addresses after expunge, want %d (db1 holds one)", n, vmtNetSize-1)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM volumes v JOIN vm_instances i ON i.id = v.instance_id WHERE i.uuid = ? AND v.removed IS NULL", d.Id); n != 0 {
+		t.Errorf("%d volumes left after expunge", n)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM nics n JOIN vm_instances i ON i.id = n.instance_id WHERE i.uuid = ? AND n.removed IS NULL", d.Id); n != 0 {
+		t.Errorf("%d NICs left after expunge", n)
+	}
+
+	// destroy with expunge=true of a running VM, in one job.
+	vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy expunge")(cs.VirtualMachine.DestroyVirtualMachine(func() *cloudstack.DestroyVirtualMachineParams {
+		p := cs.VirtualMachine.NewDestroyVirtualMachineParams(d2.Id)
+		p.SetExpunge(true)
+		return p
+	}()))
+	if vm = c.vm(t, cs, d2.Id); vm != nil {
+		t.Fatalf("VM destroyed with expunge=true still listed: %+v", vm)
+	}
+	if mhz, mem := c.used(t); mhz != 0 || mem != 0 {
+		t.Errorf("capacity used with no VM: %d MHz %d bytes", mhz, mem)
+	}
+	if n := c.freeIPs(t); n != vmtNetSize {
+		t.Errorf("%d free addresses with no VM, want %d", n, vmtNetSize)
+	}
+	var pool models.StoragePool
+	if err := db.NewSelect().Model(&pool).Where("uuid = ?", c.poolID).Scan(ctx); err != nil || pool.AllocatedBytes != 0 {
+		t.Errorf("pool allocated %d bytes with no volume (%v)", pool.AllocatedBytes, err)
+	}
+	// The network can go once no NIC uses it.
+	if _, err := cs.Network.DeleteNetwork(cs.Network.NewDeleteNetworkParams(c.networkID)); err != nil {
+		t.Fatalf("deleteNetwork: %v", err)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM networks WHERE uuid = ? AND removed IS NULL", c.networkID); n != 0 {
+		t.Errorf("network still there after deleteNetwork")
+	}
+}
+
+func TestVMUsersCapacityAndFaults(t *testing.T) {
+	c := vmtSetup(t)
+	cs, db := c.cs, c.s.DB
+
+	// A user deploys in the zone's shared network and sees only its own VMs.
+	u := catCreateUser(t, c.s, "vmuser")
+	admin, err := c.deploy(t, cs, "adminvm", nil)
+	if err != nil {
+		t.Fatalf("admin deploy: %v", err)
+	}
+	mine, err := c.deploy(t, u.Client, "uservm", nil)
+	if err != nil {
+		t.Fatalf("user deploy: %v", err)
+	}
+	if mine.State != "Running" || mine.Account != "vmuser" || mine.Hostid != "" || mine.Hostname != "" || mine.Instancename != "" {
+		t.Fatalf("user's deploy answered %+v (users do not see hosts)", mine)
+	}
+	ul := vmtMust[*cloudstack.ListVirtualMachinesResponse](t, "user list")(u.Client.VirtualMachine.ListVirtualMachines(u.Client.VirtualMachine.NewListVirtualMachinesParams()))
+	if ul.Count != 1 || ul.VirtualMachines[0].Id != mine.Id || ul.VirtualMachines[0].Nic[0].Ipaddress == "" {
+		t.Fatalf("user's list = %+v", ul)
+	}
+	if c.vm(t, u.Client, admin.Id) != nil {
+		t.Fatal("a user sees the admin's VM")
+	}
+	_, err = u.Client.VirtualMachine.StopVirtualMachine(u.Client.VirtualMachine.NewStopVirtualMachineParams(admin.Id))
+	wantVMErr(t, "user stops the admin's VM", err, 531, "permission")
+	un := vmtMust[*cloudstack.ListNetworksResponse](t, "user listNetworks")(u.Client.Network.ListNetworks(u.Client.Network.NewListNetworksParams()))
+	if un.Count != 1 || un.Networks[0].Id != c.networkID || un.Networks[0].Vlan != "" {
+		t.Fatalf("user's networks = %+v (the domain network, without its VLAN)", un)
+	}
+	all := cs.VirtualMachine.NewListVirtualMachinesParams()
+	all.SetListall(true)
+	if r := vmtMust[*cloudstack.ListVirtualMachinesResponse](t, "admin listall")(cs.VirtualMachine.ListVirtualMachines(all)); r.Count != 2 {
+		t.Fatalf("admin listall: %d VMs, want 2", r.Count)
+	}
+	if r := vmtMust[*cloudstack.ListVirtualMachinesResponse](t, "admin list")(cs.VirtualMachine.ListVirtualMachines(cs.VirtualMachine.NewListVirtualMachinesParams())); r.Count != 1 {
+		t.Fatalf("admin list without listall: %d VMs, want its own 1", r.Count)
+	}
+	_, err = cs.Network.DeleteNetwork(cs.Network.NewDeleteNetworkParams(c.networkID))
+	wantVMErr(t, "deleteNetwork in use", err, 536, "in use")
+
+	// A VM that fits nowhere: 533 with the planner's reasons, the VM in
+	// Error, nothing held.
+	big := cs.ServiceOffering.NewCreateServiceOfferingParams("huge", "huge")
+	big.SetCpunumber(2)
+	big.SetCpuspeed(1000)
+	big.SetMemory(vmtHostMiB * 2)
+	so := vmtMust[*cloudstack.CreateServiceOfferingResponse](t, "createServiceOffering")(cs.ServiceOffering.CreateServiceOffering(big))
+	usedMHz, usedMem := c.used(t)
+	freeBefore := c.freeIPs(t)
+	_, err = c.deploy(t, cs, "toobig", func(p *cloudstack.DeployVirtualMachineParams) { p.SetServiceofferingid(so.Id) })
+	wantVMErr(t, "deploy too big", err, 533, "not enough free memory", "vmh1", "vmh2")
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM vm_instances WHERE name = 'toobig' AND state = 'Error' AND state_reason LIKE '%not enough free memory%'"); n != 1 {
+		t.Errorf("the VM that did not fit is not in Error with the reason")
+	}
+	c.wantNothingHeld(t, "toobig", usedMHz, usedMem, freeBefore)
+
+	// The simulator refuses to define the VM: everything done is undone.
+	hostSim(t, c.s, "name", "DefineVM", "clusterid", c.clusterID, "count", "-1", "mode", "invalid", "message", "no domain for you")
+	_, err = c.deploy(t, cs, "faulty", nil)
+	wantVMErr(t, "deploy with DefineVM failing", err, 530, "no domain for you")
+	c.wantNothingHeld(t, "faulty", usedMHz, usedMem, freeBefore)
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM vm_instances WHERE name = 'faulty' AND state = 'Error' AND state_reason LIKE '%no domain for you%'"); n != 1 {
+		t.Errorf("the failed VM is not in Error with the driver's reason")
+	}
+	fv := vmtMust[*cloudstack.ListVirtualMachinesResponse](t, "list failed")(cs.VirtualMachine.ListVirtualMachines(func() *cloudstack.ListVirtualMachinesParams {
+		p := cs.VirtualMachine.NewListVirtualMachinesParams()
+		p.SetState("Error")
+		return p
+	}()))
+	if fv.Count != 2 {
+		t.Errorf("listVirtualMachines state=Error: %d, want 2", fv.Count)
+	}
+	hostSim(t, c.s, "action", "clear")
+	// A failed VM is destroyed and expunged like any other.
+	for _, v := range fv.VirtualMachines {
+		p := cs.VirtualMachine.NewDestroyVirtualMachineParams(v.Id)
+		p.SetExpunge(true)
+		vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy failed VM")(cs.VirtualMachine.DestroyVirtualMachine(p))
+	}
+
+	// Deleting the user's account expunges its VM and frees its address.
+	vmtMust[*cloudstack.DeleteAccountResponse](t, "deleteAccount")(cs.Account.DeleteAccount(cs.Account.NewDeleteAccountParams(u.AccountID)))
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM vm_instances WHERE uuid = ? AND removed IS NULL", mine.Id); n != 0 {
+		t.Errorf("the deleted account's VM is still there")
+	}
+	if n := c.freeIPs(t); n != vmtNetSize-1 {
+		t.Errorf("%d free addresses after deleting the account, want %d", n, vmtNetSize-1)
+	}
+	if mhz, _ := c.used(t); mhz != 500 {
+		t.Errorf("capacity used after deleting the account: %d MHz, want the admin VM's 500", mhz)
+	}
+}
+
+// wantNothingHeld checks a failed deployment left no volume created, no
+// address and no capacity behind.
+func (c *vmtCloud) wantNothingHeld(t *testing.T, name string, usedMHz, usedMem int64, free int) {
+	t.Helper()
+	if mhz, mem := c.used(t); mhz != usedMHz || mem != usedMem {
+		t.Errorf("%s: capacity used %d MHz %d bytes after the failure, want %d and %d", name, mhz, mem, usedMHz, usedMem)
+	}
+	if n := c.freeIPs(t); n != free {
+		t.Errorf("%s: %d free addresses after the failure, want %d", name, n, free)
+	}
+	if n := nsCount(t, c.s.DB, "SELECT COUNT(*) FROM volumes v JOIN vm_instances i ON i.id = v.instance_id WHERE i.name = ? AND (v.state <> 'Allocated' OR v.pool_id IS NOT NULL)", name); n != 0 {
+		t.Errorf("%s: %d volumes created or placed after the failure", name, n)
+	}
+	if n := nsCount(t, c.s.DB, "SELECT COUNT(*) FROM nics n JOIN vm_instances i ON i.id = n.instance_id WHERE i.name = ? AND n.state <> 'Allocated'", name); n != 0 {
+		t.Errorf("%s: %d NICs hold an address after the failure", name, n)
+	}
+	if n := nsCount(t, c.s.DB, "SELECT COUNT(*) FROM vm_instances WHERE name = ? AND host_id IS NOT NULL", name); n != 0 {
+		t.Errorf("%s: the failed VM holds a host", name)
+	}
+}
