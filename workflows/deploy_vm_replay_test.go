@@ -1,0 +1,172 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/temporalproto"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/nimbus-cloud/nimbus/activities"
+)
+
+// Recorded histories of the VM workflows live in testdata/vm_*.json. The
+// replay test runs the current workflow code against each: a change that
+// alters the commands a recorded run issued (activity order, names, local
+// vs regular) fails it, and must go behind workflow.GetVersion.
+//
+// TestVMHistoriesRecordAndReplay records fresh histories on the test
+// Temporal server (with the activities faked by name) and replays them;
+// with NIMBUS_UPDATE_HISTORIES=1 it rewrites testdata (do that only for a
+// change that is meant to be incompatible, with versioning in place).
+
+func vmReplayer(t *testing.T) worker.WorkflowReplayer {
+	t.Helper()
+	r := worker.NewWorkflowReplayer()
+	for _, wf := range []any{DeployVM, StartVM, StopVM, RebootVM, DestroyVM, ExpungeVM, ScaleVM, MigrateVM} {
+		r.RegisterWorkflow(wf)
+	}
+	return r
+}
+
+func TestVMHistoriesReplay(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "vm_*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no recorded VM workflow histories in testdata: run TestVMHistoriesRecordAndReplay with NIMBUS_UPDATE_HISTORIES=1")
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			if err := vmReplayer(t).ReplayWorkflowHistoryFromJSONFile(nil, f); err != nil {
+				t.Fatalf("replay of %s: %v", f, err)
+			}
+		})
+	}
+}
+
+// fakeVMActivities registers stand-ins for every activity the VM
+// workflows run, under the real names; failAt names one that fails for good.
+func fakeVMActivities(w worker.Worker, failAt string) {
+	reg := func(name string, fn any) {
+		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
+	refuse := func(name string) error {
+		if name == failAt {
+			return temporal.NewNonRetryableApplicationError("recorded failure of "+name, "Invalid", nil)
+		}
+		return nil
+	}
+	reg("JobStart", func(context.Context, activities.JobStartInput) error { return nil })
+	reg("JobComplete", func(context.Context, activities.JobCompleteInput) error { return nil })
+	reg("VMPlace", func(context.Context, activities.VMPlaceInput) (activities.VMPlacement, error) {
+		return activities.VMPlacement{HostID: 1, HostUUID: "host-1", HostName: "h1", NicUUIDs: []string{"nic-1"}, VolumeUUID: []string{"vol-1"}}, refuse("VMPlace")
+	})
+	reg("VMUnplace", func(context.Context, activities.VMRefInput) error { return nil })
+	reg("IPAMAllocate", func(context.Context, activities.IPAMAllocateInput) (activities.IPAMAllocateResult, error) {
+		return activities.IPAMAllocateResult{NicUUIDs: []string{"nic-1"}}, refuse("IPAMAllocate")
+	})
+	reg("IPAMRelease", func(context.Context, activities.IPAMReleaseInput) error { return nil })
+	reg("VMCopyTemplate", func(context.Context, activities.VMRefInput) error { return refuse("VMCopyTemplate") })
+	reg("VMCreateVolumes", func(context.Context, activities.VMVolumesInput) error { return refuse("VMCreateVolumes") })
+	reg("VMDeleteVolumes", func(context.Context, activities.VMVolumesInput) error { return nil })
+	reg("VMDefineStart", func(context.Context, activities.VMRefInput) error { return refuse("VMDefineStart") })
+	reg("VMDestroyOnHost", func(context.Context, activities.VMRefInput) error { return nil })
+	reg("VMMark", func(context.Context, activities.VMMarkInput) error { return nil })
+	reg("VMStopOnHost", func(context.Context, activities.VMStopInput) error { return refuse("VMStopOnHost") })
+	reg("VMStopped", func(context.Context, activities.VMStoppedInput) error { return nil })
+	reg("VMExpunge", func(context.Context, activities.VMExpungeInput) error { return nil })
+	reg("VMMigrateReserve", func(context.Context, activities.VMMigrateInput) error { return refuse("VMMigrateReserve") })
+	reg("VMMigrateOnHost", func(context.Context, activities.VMMigrateInput) error { return refuse("VMMigrateOnHost") })
+	reg("VMMigrateFinish", func(context.Context, activities.VMMigrateInput) error { return nil })
+	reg("VMMigrateAbort", func(context.Context, activities.VMMigrateInput) error { return nil })
+}
+
+func TestVMHistoriesRecordAndReplay(t *testing.T) {
+	addr := os.Getenv("NIMBUS_TEST_TEMPORAL")
+	if addr == "" {
+		t.Fatal("NIMBUS_TEST_TEMPORAL is not set: run the tests with `make test`, or source .test-services/env")
+	}
+	c, err := client.Dial(client.Options{HostPort: addr, Namespace: "default"})
+	if err != nil {
+		t.Fatalf("dial Temporal at %s: %v", addr, err)
+	}
+	defer c.Close()
+	runs := []struct {
+		file   string
+		wf     any
+		input  any
+		failAt string
+	}{
+		{"vm_deploy.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, ""},
+		{"vm_deploy_define_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMDefineStart"},
+		{"vm_deploy_stopped.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: false}, ""},
+		{"vm_stop.json", StopVM, VMOpInput{VMUUID: "vm-1"}, ""},
+		{"vm_destroy_expunge.json", DestroyVM, VMOpInput{VMUUID: "vm-1", Expunge: true, PrevState: "Running"}, ""},
+		{"vm_migrate_fails.json", MigrateVM, VMOpInput{VMUUID: "vm-1", TargetHostUUID: "host-2"}, "VMMigrateOnHost"},
+	}
+	update := os.Getenv("NIMBUS_UPDATE_HISTORIES") == "1"
+	for _, r := range runs {
+		t.Run(r.file, func(t *testing.T) {
+			queue := "nimbus-replay-" + uuid.NewString()
+			w := worker.New(c, queue, worker.Options{})
+			for _, wf := range []any{DeployVM, StartVM, StopVM, RebootVM, DestroyVM, ExpungeVM, ScaleVM, MigrateVM} {
+				w.RegisterWorkflow(wf)
+			}
+			fakeVMActivities(w, r.failAt)
+			if err := w.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer w.Stop()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: uuid.NewString(), TaskQueue: queue}, r.wf, r.input)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out JobOutcome
+			err = run.Get(ctx, &out)
+			if (err != nil) != (r.failAt != "") {
+				t.Fatalf("run ended with %v (failing step %q)", err, r.failAt)
+			}
+			var ae *temporal.ApplicationError
+			if r.failAt != "" && !errors.As(err, &ae) {
+				t.Fatalf("run failed with %v, want the job's application error", err)
+			}
+			hist := &historypb.History{}
+			it := c.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+			for it.HasNext() {
+				ev, err := it.Next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				hist.Events = append(hist.Events, ev)
+			}
+			if err := vmReplayer(t).ReplayWorkflowHistory(nil, hist); err != nil {
+				t.Fatalf("the fresh history does not replay: %v", err)
+			}
+			if update {
+				b, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(hist)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join("testdata", r.file), append(b, '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
