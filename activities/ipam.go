@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/models"
@@ -149,7 +150,7 @@ func (a *IPAM) IPAMAllocate(ctx context.Context, in IPAMAllocateInput) (IPAMAllo
 		if basic {
 			continue
 		}
-		err := a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		err := ipamTx(ctx, a.DB, func(ctx context.Context, tx bun.Tx) error {
 			return AllocateNicIP(ctx, tx, vm, &nics[i])
 		})
 		if err != nil {
@@ -160,9 +161,35 @@ func (a *IPAM) IPAMAllocate(ctx context.Context, in IPAMAllocateInput) (IPAMAllo
 	return res, nil
 }
 
+// ipamTx runs fn in a transaction suited to guarded allocation: on MySQL in
+// READ COMMITTED, so that each candidate query sees what others committed
+// and a guarded update that finds its row taken keeps no lock on it (under
+// REPEATABLE READ it would, and two allocations could wait on each other's
+// taken rows); a deadlock or lock timeout all the same is retried.
+func ipamTx(ctx context.Context, db *bun.DB, fn func(ctx context.Context, tx bun.Tx) error) error {
+	var opts *sql.TxOptions
+	if db.Dialect().Name() != dialect.SQLite {
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	for attempt := 0; ; attempt++ {
+		err := db.RunInTx(ctx, opts, fn)
+		if err == nil || attempt >= 5 || !lockConflict(err) {
+			return err
+		}
+	}
+}
+
+// lockConflict tells a MySQL deadlock (1213) or lock wait timeout (1205),
+// after which the transaction is rolled back and may simply run again.
+func lockConflict(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "Error 1213") || strings.Contains(s, "Error 1205")
+}
+
 // AllocateNicIP gives one NIC an address in tx: the one already in its
 // ip4_address (asked for at deploy) or a free one. A NIC that holds one
-// (Reserved) is left as it is.
+// (Reserved) is left as it is. Candidates are chosen first and then taken
+// by id with a guarded update, so each statement locks one address row.
 func AllocateNicIP(ctx context.Context, tx bun.IDB, vm *models.VMInstance, nic *models.Nic) error {
 	var cur models.Nic
 	if err := tx.NewSelect().Model(&cur).Where("id = ?", nic.ID).Limit(1).Scan(ctx); err != nil {
@@ -186,9 +213,10 @@ func AllocateNicIP(ctx context.Context, tx bun.IDB, vm *models.VMInstance, nic *
 	}
 	ranges := ipamRanges(tx, &n, basic, vm.PodID)
 	now := models.Now()
-	take := func(q *bun.UpdateQuery) (bool, error) {
-		res, err := q.Set("state = ?", models.IPAllocated).Set("network_id = ?", n.ID).Set("allocated = ?", now).
-			Where("state = ?", models.IPFree).Where("vlan_id IN (?)", ranges).Exec(ctx)
+	take := func(id int64) (bool, error) {
+		res, err := tx.NewUpdate().Model((*models.IPAddress)(nil)).
+			Set("state = ?", models.IPAllocated).Set("network_id = ?", n.ID).Set("allocated = ?", now).
+			Where("id = ? AND state = ?", id, models.IPFree).Exec(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -197,16 +225,21 @@ func AllocateNicIP(ctx context.Context, tx bun.IDB, vm *models.VMInstance, nic *
 	}
 	var got models.IPAddress
 	if want := cur.IP4Address; want != "" {
-		ok, err := take(tx.NewUpdate().Model((*models.IPAddress)(nil)).Where("zone_id = ? AND public_ip_address = ?", n.ZoneID, want))
+		unavailable := cserr.Param("The requested IP address %s is not available in network %s: it is taken or outside the network's IP ranges", want, n.Name)
+		err := tx.NewSelect().Model(&got).Where("zone_id = ? AND public_ip_address = ? AND state = ?", n.ZoneID, want, models.IPFree).
+			Where("vlan_id IN (?)", ranges).Limit(1).Scan(ctx)
+		if errors.Is(err, sql.ErrNoRows) {
+			return unavailable
+		}
+		if err != nil {
+			return err
+		}
+		ok, err := take(got.ID)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return cserr.Param("The requested IP address %s is not available in network %s: it is taken or outside the network's IP ranges", want, n.Name)
-		}
-		if err := tx.NewSelect().Model(&got).Where("zone_id = ? AND public_ip_address = ? AND state = ?", n.ZoneID, want, models.IPAllocated).
-			Where("vlan_id IN (?)", ranges).Limit(1).Scan(ctx); err != nil {
-			return err
+			return unavailable
 		}
 	} else {
 		// Candidates come from a snapshot that may be stale (MariaDB's
@@ -226,7 +259,7 @@ func AllocateNicIP(ctx context.Context, tx bun.IDB, vm *models.VMInstance, nic *
 			mrand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 			for _, id := range ids {
 				tried = append(tried, id)
-				ok, err := take(tx.NewUpdate().Model((*models.IPAddress)(nil)).Where("id = ?", id))
+				ok, err := take(id)
 				if err != nil {
 					return err
 				}
@@ -304,14 +337,20 @@ func ReleaseNicIP(ctx context.Context, tx bun.IDB, nic *models.Nic) error {
 			WhereAllWithDeleted().Limit(1).Scan(ctx, &zoneID); err != nil {
 			return err
 		}
-		_, err := tx.NewUpdate().Model((*models.IPAddress)(nil)).
-			Set("state = ?", models.IPFree).Set("network_id = NULL").Set("allocated = NULL").
+		var ids []int64
+		if err := tx.NewSelect().Model((*models.IPAddress)(nil)).Column("id").
 			Where("zone_id = ? AND public_ip_address = ? AND state = ?", zoneID, nic.IP4Address, models.IPAllocated).
 			Where("vlan_id IN (?)", tx.NewSelect().Model((*models.Vlan)(nil)).Column("id").
 				Where("zone_id = ? AND vlan_type = ?", zoneID, models.VlanTypeDirectAttached).WhereAllWithDeleted()).
-			Exec(ctx)
-		if err != nil {
+			Scan(ctx, &ids); err != nil {
 			return err
+		}
+		for _, id := range ids {
+			if _, err := tx.NewUpdate().Model((*models.IPAddress)(nil)).
+				Set("state = ?", models.IPFree).Set("network_id = NULL").Set("allocated = NULL").
+				Where("id = ? AND state = ?", id, models.IPAllocated).Exec(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	nic.State, nic.IP4Address, nic.Gateway, nic.Netmask = models.NicAllocated, "", "", ""

@@ -1075,6 +1075,11 @@ func deployVirtualMachine(c *Call) (any, error) {
 	} else {
 		vm.TemplateID = t.ID
 	}
+	// Count rows exist before the transaction that moves them, so that a
+	// burst of first deployments of an account never creates them inside.
+	if err := models.EnsureResourceCounts(c.Ctx, c.S.DB, o.Account.ID); err != nil {
+		return nil, err
+	}
 	err = c.S.DB.RunInTx(c.Ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		taken, err := vmNameTaken(ctx, tx, o.Account.ID, netIDs, name, 0)
 		if err != nil {

@@ -57,47 +57,9 @@ func vmtSetup(t *testing.T) *vmtCloud {
 
 	z := vmtMust[*cloudstack.CreateZoneResponse](t, "createZone")(cs.Zone.CreateZone(cs.Zone.NewCreateZoneParams("8.8.8.8", "10.0.0.2", "vm-zone", "Advanced")))
 	c.zoneID = z.Id
-	pn := vmtMust[*cloudstack.CreatePhysicalNetworkResponse](t, "createPhysicalNetwork")(cs.Network.CreatePhysicalNetwork(cs.Network.NewCreatePhysicalNetworkParams("vm-phys", z.Id)))
-	for _, tt := range []string{"Guest", "Management", "Public", "Storage"} {
-		vmtMust[*cloudstack.AddTrafficTypeResponse](t, "addTrafficType "+tt)(cs.Usage.AddTrafficType(cs.Usage.NewAddTrafficTypeParams(pn.Id, tt)))
-	}
-	up := cs.Network.NewUpdatePhysicalNetworkParams(pn.Id)
-	up.SetState("Enabled")
-	vmtMust[*cloudstack.UpdatePhysicalNetworkResponse](t, "enable physical network")(cs.Network.UpdatePhysicalNetwork(up))
-	pp := cs.Pod.NewCreatePodParams("vm-pod", z.Id)
-	pp.SetGateway("192.168.20.1")
-	pp.SetNetmask("255.255.255.0")
-	pp.SetStartip("192.168.20.10")
-	pp.SetEndip("192.168.20.20")
-	c.podID = vmtMust[*cloudstack.CreatePodResponse](t, "createPod")(cs.Pod.CreatePod(pp)).Id
-	c.clusterID = vmtMust[*cloudstack.AddClusterResponse](t, "addCluster")(cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("vm-c1", "CloudManaged", "Simulator", c.podID, z.Id))).Id
-	for _, name := range []string{"vmh1", "vmh2"} {
-		h := vmtMust[*cloudstack.AddHostResponse](t, "addHost "+name)(hostAdd(cs, z.Id, c.podID, c.clusterID, fmt.Sprintf("sim://%s?cpus=4&mhz=2000&memory=%d", name, vmtHostMiB)))
-		c.hosts[name] = h.Id
-	}
-	sp := cs.Pool.NewCreateStoragePoolParams("vm-primary", "nfs://10.0.0.9/export/vm-primary", z.Id)
-	sp.SetPodid(c.podID)
-	sp.SetClusterid(c.clusterID)
-	sp.SetCapacitybytes(100 << 30)
-	c.poolID = vmtMust[*cloudstack.CreateStoragePoolResponse](t, "createStoragePool")(cs.Pool.CreateStoragePool(sp)).Id
-	is := cs.ImageStore.NewAddImageStoreParams("NFS")
-	is.SetName("vm-secondary")
-	is.SetUrl("file://" + filepath.Join(s.Dir, "vm-secondary"))
-	is.SetZoneid(z.Id)
-	vmtMust[*cloudstack.AddImageStoreResponse](t, "addImageStore")(cs.ImageStore.AddImageStore(is))
-	ez := cs.Zone.NewUpdateZoneParams(z.Id)
-	ez.SetAllocationstate("Enabled")
-	vmtMust[*cloudstack.UpdateZoneResponse](t, "enable zone")(cs.Zone.UpdateZone(ez))
-
-	img := newCatImageServer(t, 1<<20, 256<<10, 0)
-	rp := cs.Template.NewRegisterTemplateParams("tiny linux", "RAW", "Simulator", "tiny", img.srv.URL+"/image.raw")
-	rp.SetZoneid(z.Id)
-	rp.SetOstypeid(models.OSTypeOtherLinux64UUID)
-	rp.SetIspublic(true)
-	rp.SetChecksum(img.sha256())
-	reg := vmtMust[*cloudstack.RegisterTemplateResponse](t, "registerTemplate")(cs.Template.RegisterTemplate(rp))
-	c.templateID = reg.RegisterTemplate[0].Id
-	catWaitTemplate(t, cs, c.templateID, 60*time.Second, func(x *cloudstack.Template) bool { return x.Isready })
+	pn := c.physnet(t, "vm-phys", "Guest", "Management", "Public", "Storage")
+	c.pod(t, "192.168.20")
+	c.infra(t)
 
 	np := cs.Network.NewCreateNetworkParams("shared-100", models.NetworkOfferingDefaultSharedUUID, z.Id)
 	np.SetDisplaytext("shared guest network on VLAN 100")
@@ -109,11 +71,71 @@ func vmtSetup(t *testing.T) *vmtCloud {
 	np.SetAcltype("Domain")
 	n := vmtMust[*cloudstack.CreateNetworkResponse](t, "createNetwork")(cs.Network.CreateNetwork(np))
 	if n.Id == "" || n.Name != "shared-100" || n.Type != "Shared" || n.Vlan != "100" || n.Gateway != "10.50.0.1" || n.Cidr != "10.50.0.0/24" ||
-		n.Acltype != "Domain" || n.Zoneid != z.Id || n.Networkofferingid != models.NetworkOfferingDefaultSharedUUID || n.Physicalnetworkid != pn.Id {
+		n.Acltype != "Domain" || n.Zoneid != z.Id || n.Networkofferingid != models.NetworkOfferingDefaultSharedUUID || n.Physicalnetworkid != pn {
 		t.Fatalf("createNetwork = %+v", n)
 	}
 	c.networkID = n.Id
 	return c
+}
+
+// physnet makes the zone's physical network with traffic types, enabled.
+func (c *vmtCloud) physnet(t *testing.T, name string, traffic ...string) string {
+	t.Helper()
+	cs := c.cs
+	pn := vmtMust[*cloudstack.CreatePhysicalNetworkResponse](t, "createPhysicalNetwork")(cs.Network.CreatePhysicalNetwork(cs.Network.NewCreatePhysicalNetworkParams(name, c.zoneID)))
+	for _, tt := range traffic {
+		vmtMust[*cloudstack.AddTrafficTypeResponse](t, "addTrafficType "+tt)(cs.Usage.AddTrafficType(cs.Usage.NewAddTrafficTypeParams(pn.Id, tt)))
+	}
+	up := cs.Network.NewUpdatePhysicalNetworkParams(pn.Id)
+	up.SetState("Enabled")
+	vmtMust[*cloudstack.UpdatePhysicalNetworkResponse](t, "enable physical network")(cs.Network.UpdatePhysicalNetwork(up))
+	return pn.Id
+}
+
+// pod makes the zone's pod on prefix.0/24 (reserved range .10-.20).
+func (c *vmtCloud) pod(t *testing.T, prefix string) {
+	t.Helper()
+	pp := c.cs.Pod.NewCreatePodParams("vm-pod", c.zoneID)
+	pp.SetGateway(prefix + ".1")
+	pp.SetNetmask("255.255.255.0")
+	pp.SetStartip(prefix + ".10")
+	pp.SetEndip(prefix + ".20")
+	c.podID = vmtMust[*cloudstack.CreatePodResponse](t, "createPod")(c.cs.Pod.CreatePod(pp)).Id
+}
+
+// infra adds a Simulator cluster with two hosts, primary storage and an
+// image store to the pod, enables the zone and registers a template.
+func (c *vmtCloud) infra(t *testing.T) {
+	t.Helper()
+	cs, s := c.cs, c.s
+	c.clusterID = vmtMust[*cloudstack.AddClusterResponse](t, "addCluster")(cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("vm-c1", "CloudManaged", "Simulator", c.podID, c.zoneID))).Id
+	for _, name := range []string{"vmh1", "vmh2"} {
+		h := vmtMust[*cloudstack.AddHostResponse](t, "addHost "+name)(hostAdd(cs, c.zoneID, c.podID, c.clusterID, fmt.Sprintf("sim://%s?cpus=4&mhz=2000&memory=%d", name, vmtHostMiB)))
+		c.hosts[name] = h.Id
+	}
+	sp := cs.Pool.NewCreateStoragePoolParams("vm-primary", "nfs://10.0.0.9/export/vm-primary", c.zoneID)
+	sp.SetPodid(c.podID)
+	sp.SetClusterid(c.clusterID)
+	sp.SetCapacitybytes(100 << 30)
+	c.poolID = vmtMust[*cloudstack.CreateStoragePoolResponse](t, "createStoragePool")(cs.Pool.CreateStoragePool(sp)).Id
+	is := cs.ImageStore.NewAddImageStoreParams("NFS")
+	is.SetName("vm-secondary")
+	is.SetUrl("file://" + filepath.Join(s.Dir, "vm-secondary-"+c.zoneID))
+	is.SetZoneid(c.zoneID)
+	vmtMust[*cloudstack.AddImageStoreResponse](t, "addImageStore")(cs.ImageStore.AddImageStore(is))
+	ez := cs.Zone.NewUpdateZoneParams(c.zoneID)
+	ez.SetAllocationstate("Enabled")
+	vmtMust[*cloudstack.UpdateZoneResponse](t, "enable zone")(cs.Zone.UpdateZone(ez))
+
+	img := newCatImageServer(t, 1<<20, 256<<10, 0)
+	rp := cs.Template.NewRegisterTemplateParams("tiny linux", "RAW", "Simulator", "tiny", img.srv.URL+"/image.raw")
+	rp.SetZoneid(c.zoneID)
+	rp.SetOstypeid(models.OSTypeOtherLinux64UUID)
+	rp.SetIspublic(true)
+	rp.SetChecksum(img.sha256())
+	reg := vmtMust[*cloudstack.RegisterTemplateResponse](t, "registerTemplate")(cs.Template.RegisterTemplate(rp))
+	c.templateID = reg.RegisterTemplate[0].Id
+	catWaitTemplate(t, cs, c.templateID, 60*time.Second, func(x *cloudstack.Template) bool { return x.Isready })
 }
 
 // vm reads one VM by id as cs sees it (nil when it does not see it).
@@ -495,5 +517,83 @@ func (c *vmtCloud) wantNothingHeld(t *testing.T, name string, usedMHz, usedMem i
 	}
 	if n := nsCount(t, c.s.DB, "SELECT COUNT(*) FROM vm_instances WHERE name = ? AND host_id IS NOT NULL", name); n != 0 {
 		t.Errorf("%s: the failed VM holds a host", name)
+	}
+}
+
+// A basic zone has one guest network; a VM's address comes from the guest
+// range of the pod it is placed in.
+func TestVMBasicZone(t *testing.T) {
+	s := testenv.StartStack(t, testenv.StackOptions{})
+	cs := s.Client
+	cs.Timeout(3 * time.Minute)
+	c := &vmtCloud{s: s, cs: cs, hosts: map[string]string{}}
+	z := vmtMust[*cloudstack.CreateZoneResponse](t, "createZone")(cs.Zone.CreateZone(cs.Zone.NewCreateZoneParams("8.8.8.8", "10.0.0.2", "vm-basic", "Basic")))
+	c.zoneID = z.Id
+	c.physnet(t, "basic-phys", "Guest", "Management")
+	c.pod(t, "192.168.40")
+	gr := cs.VLAN.NewCreateVlanIpRangeParams()
+	gr.SetPodid(c.podID)
+	gr.SetForvirtualnetwork(false)
+	gr.SetGateway("192.168.40.1")
+	gr.SetNetmask("255.255.255.0")
+	gr.SetStartip("192.168.40.100")
+	gr.SetEndip("192.168.40.102")
+	vmtMust[*cloudstack.CreateVlanIpRangeResponse](t, "createVlanIpRange")(cs.VLAN.CreateVlanIpRange(gr))
+	c.infra(t)
+
+	np := cs.Network.NewCreateNetworkParams("nope", models.NetworkOfferingDefaultSharedUUID, z.Id)
+	np.SetVlan("200")
+	np.SetGateway("10.60.0.1")
+	np.SetNetmask("255.255.255.0")
+	np.SetStartip("10.60.0.10")
+	_, err := cs.Network.CreateNetwork(np)
+	wantVMErr(t, "createNetwork in a basic zone", err, 431, "Basic zone")
+
+	deploy := func(name string, start bool) (*cloudstack.DeployVirtualMachineResponse, error) {
+		p := cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, c.templateID, z.Id)
+		p.SetName(name)
+		p.SetStartvm(start)
+		return cs.VirtualMachine.DeployVirtualMachine(p)
+	}
+	a, err := deploy("basic1", true)
+	if err != nil {
+		t.Fatalf("deploy in a basic zone: %v", err)
+	}
+	if a.State != "Running" || len(a.Nic) != 1 || !strings.HasPrefix(a.Nic[0].Ipaddress, "192.168.40.10") || a.Nic[0].Networkname != "defaultGuestNetwork" ||
+		a.Nic[0].Gateway != "192.168.40.1" {
+		t.Fatalf("basic deploy = %+v", a)
+	}
+	b, err := deploy("basic2", false)
+	if err != nil {
+		t.Fatalf("deploy startvm=false: %v", err)
+	}
+	if b.State != "Stopped" || b.Nic[0].Ipaddress != "" || b.Hostid != "" {
+		t.Fatalf("a VM deployed stopped in a basic zone has no pod yet, so no address: %+v", b)
+	}
+	sb := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start basic2")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(b.Id)))
+	if sb.State != "Running" || !strings.HasPrefix(sb.Nic[0].Ipaddress, "192.168.40.10") || sb.Nic[0].Ipaddress == a.Nic[0].Ipaddress {
+		t.Fatalf("started basic2 = %+v", sb)
+	}
+	nets := vmtMust[*cloudstack.ListNetworksResponse](t, "listNetworks")(cs.Network.ListNetworks(func() *cloudstack.ListNetworksParams {
+		p := cs.Network.NewListNetworksParams()
+		p.SetZoneid(z.Id)
+		return p
+	}()))
+	if nets.Count != 1 || nets.Networks[0].Name != "defaultGuestNetwork" || nets.Networks[0].Type != "Shared" {
+		t.Fatalf("basic zone networks = %+v", nets)
+	}
+	// Three addresses: the third VM gets the last, the fourth none.
+	if _, err := deploy("basic3", true); err != nil {
+		t.Fatalf("deploy basic3: %v", err)
+	}
+	_, err = deploy("basic4", true)
+	wantVMErr(t, "deploy with the pod's range used up", err, 533, "no free IP address")
+	for _, id := range []string{a.Id, b.Id} {
+		p := cs.VirtualMachine.NewDestroyVirtualMachineParams(id)
+		p.SetExpunge(true)
+		vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy")(cs.VirtualMachine.DestroyVirtualMachine(p))
+	}
+	if n := nsCount(t, s.DB, "SELECT COUNT(*) FROM ip_addresses ia JOIN vlans v ON v.id = ia.vlan_id JOIN pods p ON p.id = v.pod_id WHERE p.uuid = ? AND ia.state = 'Free'", c.podID); n != 2 {
+		t.Errorf("%d free guest addresses in the pod after expunging two VMs, want 2", n)
 	}
 }
