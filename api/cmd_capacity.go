@@ -20,7 +20,7 @@ func init() {
 			Param{Name: "zoneid", Type: TUUID, Description: "capacity of this zone"},
 			Param{Name: "podid", Type: TUUID, Description: "capacity of this pod (per pod)"},
 			Param{Name: "clusterid", Type: TUUID, Description: "capacity of this cluster (per cluster)"},
-			Param{Name: "type", Type: TInteger, Description: "one type: 0 memory, 1 CPU, 2 storage, 3 storage allocated, 4 public IPs, 5 private IPs, 6 secondary storage, 7 VLANs, 8 direct attached public IPs, 9 local storage, 90 CPU cores"},
+			Param{Name: "type", Type: TInteger, Description: "one type: 0 memory, 1 CPU, 2 storage, 3 storage allocated, 4 public IPs, 5 private IPs, 6 secondary storage, 7 VLANs, 8 direct attached public IPs, 9 local storage"},
 			Param{Name: "fetchlatest", Type: TBoolean, Description: "accepted for compatibility: Nimbus computes capacity when asked"},
 			Param{Name: "sortby", Type: TString, Description: "usage: most used first"},
 		),
