@@ -494,7 +494,17 @@ type HostConnectedInput struct {
 // Up with the same GUID is success (a retry).
 func (a *Hosts) HostConnected(ctx context.Context, in HostConnectedInput) error {
 	d := in.Discovery
-	return a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	// refused is a refusal that removed the host row being added: the
+	// transaction commits the removal, then the refusal is returned.
+	var refused error
+	refuse := func(ctx context.Context, tx bun.Tx, h *models.Host, err error) error {
+		if !in.Adding {
+			return err
+		}
+		refused = err
+		return removeHostRow(ctx, tx, h)
+	}
+	err := a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var h models.Host
 		if err := tx.NewSelect().Model(&h).Where("uuid = ?", in.HostUUID).Limit(1).Scan(ctx); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -515,12 +525,7 @@ func (a *Hosts) HostConnected(ctx context.Context, in HostConnectedInput) error 
 		err := tx.NewSelect().Model(&other).Column("id", "uuid", "name").
 			Where("guid = ? AND id <> ?", d.GUID, h.ID).Limit(1).Scan(ctx)
 		if err == nil {
-			if in.Adding {
-				if err := removeHostRow(ctx, tx, &h); err != nil {
-					return err
-				}
-			}
-			return hostFail(cserr.ParamError, "The host at %s is already added as host %s (%s)", h.URL, other.Name, other.UUID)
+			return refuse(ctx, tx, &h, hostFail(cserr.ParamError, "The host at %s is already added as host %s (%s)", h.URL, other.Name, other.UUID))
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -529,14 +534,9 @@ func (a *Hosts) HostConnected(ctx context.Context, in HostConnectedInput) error 
 			var podIP models.PodIPAddress
 			err := tx.NewSelect().Model(&podIP).Where("ip_address = ?", d.PrivateIP).Limit(1).Scan(ctx)
 			if err == nil {
-				if in.Adding {
-					if err := removeHostRow(ctx, tx, &h); err != nil {
-						return err
-					}
-				}
 				var pod models.Pod
 				_ = tx.NewSelect().Model(&pod).Column("name").Where("id = ?", podIP.PodID).WhereAllWithDeleted().Scan(ctx)
-				return hostFail(cserr.ParamError, "The host's address %s is inside the system reserved range of pod %s; hosts may not use those addresses", d.PrivateIP, pod.Name)
+				return refuse(ctx, tx, &h, hostFail(cserr.ParamError, "The host's address %s is inside the system reserved range of pod %s; hosts may not use those addresses", d.PrivateIP, pod.Name))
 			}
 			if !errors.Is(err, sql.ErrNoRows) {
 				return err
@@ -564,6 +564,10 @@ func (a *Hosts) HostConnected(ctx context.Context, in HostConnectedInput) error 
 			Description: fmt.Sprintf("Host %s (%s) is Up: %d cores at %d MHz, %d MiB", name, h.URL, d.CPUCores, d.CPUMHz, d.MemoryBytes>>20),
 		}))
 	})
+	if err != nil {
+		return err
+	}
+	return refused
 }
 
 // removeHostRow removes a host and what hangs off it: details, tags and

@@ -73,24 +73,11 @@ func hostZonePod(t *testing.T, s *testenv.Stack, name string) (zoneID, podID str
 	pp.SetNetmask("255.255.255.0")
 	pp.SetStartip("192.168.10.10")
 	pp.SetEndip("192.168.10.20")
-	if pod, err := cs.Pod.CreatePod(pp); err == nil {
-		return z.Id, pod.Id
-	} else if !strings.Contains(err.Error(), "does not exist") {
+	pod, err := cs.Pod.CreatePod(pp)
+	if err != nil {
 		t.Fatalf("createPod: %v", err)
 	}
-	// createPod is not there yet: the pod row goes in directly.
-	var zrow models.Zone
-	ctx := context.Background()
-	if err := s.DB.NewSelect().Model(&zrow).Where("uuid = ?", z.Id).Scan(ctx); err != nil {
-		t.Fatal(err)
-	}
-	pod := &models.Pod{UUID: models.NewUUID(), Name: name + "-pod1", ZoneID: zrow.ID, Gateway: "192.168.10.1",
-		CIDRAddress: "192.168.10.0", CIDRSize: 24, StartIP: "192.168.10.10", EndIP: "192.168.10.20",
-		AllocationState: "Enabled", Created: models.Now()}
-	if _, err := s.DB.NewInsert().Model(pod).Exec(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return z.Id, pod.UUID
+	return z.Id, pod.Id
 }
 
 func hostAdd(cs *cloudstack.CloudStackClient, zoneID, podID, clusterID, rawURL string) (*cloudstack.AddHostResponse, error) {
@@ -203,6 +190,9 @@ func TestHostsClustersAndCapacity(t *testing.T) {
 	hostWantErr(t, "updateCluster to a second hypervisor type", err, 431, "one hypervisor type")
 	_, err = cs.Cluster.DeleteCluster(cs.Cluster.NewDeleteClusterParams(cl.Id))
 	hostWantErr(t, "deleteCluster with hosts", err, 536, "2 host(s)")
+	// A host may not take an address of a pod's system reserved range.
+	_, err = hostAdd(cs, zoneID, podID, cl.Id, "sim://h-reserved?ip=192.168.10.15")
+	hostWantErr(t, "addHost inside the reserved range", err, 431, "system reserved range")
 	if n := hostCount(t, s, (*models.Host)(nil), ""); n != 3 {
 		t.Fatalf("%d hosts after refused adds, want 3", n)
 	}
