@@ -1658,7 +1658,8 @@ func listVirtualMachines(c *Call) (any, error) {
 	}
 	admin := c.Caller.IsAdmin()
 	var vms []models.VMInstance
-	q := c.S.DB.NewSelect().Model(&vms).Where("vm_instance.type = ?", models.VMTypeUser).
+	// User data (up to 1 MiB a VM) is not shown in lists: not read either.
+	q := c.S.DB.NewSelect().Model(&vms).ExcludeColumn("user_data", "vnc_password").Where("vm_instance.type = ?", models.VMTypeUser).
 		Apply(scope.Modifier("vm_instance.account_id", "vm_instance.domain_id"))
 	if c.Has("id") {
 		q = q.Where("vm_instance.uuid = ?", c.Str("id"))
