@@ -102,6 +102,9 @@ func DefaultConfigurations() []Configuration {
 		{Name: "cluster.memory.allocated.capacity.disablethreshold", Value: "1.0", DefaultValue: "1.0", Category: "Alert", Scope: "cluster", Description: "Memory allocation fraction beyond which a cluster takes no new VMs"},
 		{Name: "pool.storage.allocated.capacity.disablethreshold", Value: "0.85", DefaultValue: "0.85", Category: "Alert", Scope: "zone", Description: "Storage allocation fraction beyond which a pool takes no new volumes"},
 		{Name: "default.page.size", Value: "500", DefaultValue: "500", Category: "Advanced", Scope: "global", Description: "Page size when a list call gives none"},
+		{Name: "cluster.cpu.allocated.capacity.notificationthreshold", Value: "0.75", DefaultValue: "0.75", Category: "Alert", Scope: "cluster", Description: "CPU allocation fraction beyond which a cluster raises a capacity alert"},
+		{Name: "cluster.memory.allocated.capacity.notificationthreshold", Value: "0.75", DefaultValue: "0.75", Category: "Alert", Scope: "cluster", Description: "Memory allocation fraction beyond which a cluster raises a capacity alert"},
+		{Name: "pool.storage.allocated.capacity.notificationthreshold", Value: "0.75", DefaultValue: "0.75", Category: "Alert", Scope: "zone", Description: "Storage allocation fraction beyond which a primary storage pool raises a capacity alert"},
 		{Name: "host.reconcile.interval", Value: "300", DefaultValue: "300", Category: "Advanced", Scope: "global", Description: "Seconds between reconciliations of hosts against the inventory"},
 	}, limitConfigurations()...)
 }

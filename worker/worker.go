@@ -66,6 +66,10 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.RevertSnapshot)
 	r.RegisterWorkflow(workflows.CreateTemplateFromVolume)
 	r.RegisterWorkflow(workflows.SnapshotPolicyRun)
+	r.RegisterWorkflow(workflows.MaintExpunge)
+	r.RegisterWorkflow(workflows.MaintExpungeVM)
+	r.RegisterWorkflow(workflows.MaintReconcile)
+	r.RegisterWorkflow(workflows.MaintCapacityAlerts)
 
 	r.RegisterWorkflow(workflows.RegisterTemplate)
 	r.RegisterWorkflow(workflows.CopyTemplate)
@@ -86,6 +90,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterActivity(&activities.Tags{Deps: deps})
 	r.RegisterActivity(&activities.Affinity{Deps: deps})
 	r.RegisterActivity(&activities.Templates{Deps: deps})
+	r.RegisterActivity(&activities.Maintenance{Deps: deps})
 }
 
 // New builds a worker on the task queue with every workflow and activity.

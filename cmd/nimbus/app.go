@@ -24,6 +24,7 @@ import (
 	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/worker"
+	"github.com/nimbus-cloud/nimbus/workflows"
 )
 
 // parse registers the flag groups, parses args and finishes the config.
@@ -140,6 +141,9 @@ func runWorkerLoop(ctx context.Context, cfg config.Config, d *bun.DB, tc client.
 	if err := ntemporal.EnsureSearchAttributes(ctx, tc, cfg.Namespace); err != nil {
 		return err
 	}
+	if err := ensureMaintenanceSchedules(ctx, d, tc, cfg.TaskQueue); err != nil {
+		return err
+	}
 	renderer := api.New(d, tc, box, cfg, cfg.TaskQueue, log)
 	hv := activities.NewHypervisorDrivers(cfg.DataDir) // the simulator keeps its state in <data-dir>/simulator
 	defer hv.Close()
@@ -154,6 +158,31 @@ func runWorkerLoop(ctx context.Context, cfg config.Config, d *bun.DB, tc client.
 	<-ctx.Done()
 	w.Stop()
 	return nil
+}
+
+// ensureMaintenanceSchedules creates or updates the system schedules with
+// the intervals configured now (a change takes effect at the next worker
+// start).
+func ensureMaintenanceSchedules(ctx context.Context, d *bun.DB, tc client.Client, taskQueue string) error {
+	every := func(name string) (time.Duration, error) {
+		n, err := models.ConfigInt(ctx, d, name)
+		if err != nil {
+			return 0, err
+		}
+		if n <= 0 {
+			return 0, fmt.Errorf("configuration %s: %d seconds must be positive", name, n)
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	expunge, err := every("expunge.interval")
+	if err != nil {
+		return err
+	}
+	reconcile, err := every("host.reconcile.interval")
+	if err != nil {
+		return err
+	}
+	return ntemporal.EnsureSchedules(ctx, tc, taskQueue, workflows.MaintenanceSchedules(expunge, reconcile))
 }
 
 // serveHTTP listens and serves until ctx ends, then shuts down gracefully.
