@@ -808,12 +808,13 @@ type Simulator struct{ Deps }
 
 // Simulator fault actions.
 const (
-	SimAdd      = "add"      // add Rule
-	SimRemove   = "remove"   // remove rule RuleID
-	SimClear    = "clear"    // remove every rule
-	SimHostDown = "hostdown" // HostUUID stops answering (Hang: calls block)
-	SimHostUp   = "hostup"   // undo hostdown
-	SimList     = "list"     // list the rules
+	SimAdd      = "add"        // add Rule
+	SimRemove   = "remove"     // remove rule RuleID
+	SimClear    = "clear"      // remove every rule
+	SimHostDown = "hostdown"   // HostUUID stops answering (Hang: calls block)
+	SimHostUp   = "hostup"     // undo hostdown
+	SimList     = "list"       // list the rules
+	SimVMState  = "setvmstate" // power VMUUID on or off behind Nimbus's back (VMState Running or Stopped)
 )
 
 // SimulatorConfigureInput is one change of the fault switches.
@@ -823,6 +824,8 @@ type SimulatorConfigureInput struct {
 	RuleID   int64
 	HostUUID string
 	Hang     bool
+	VMUUID   string
+	VMState  string
 }
 
 // SimulatorConfigureResult is the rule added (if any) and every rule now set.
@@ -856,6 +859,8 @@ func (a *Simulator) SimulatorConfigure(ctx context.Context, in SimulatorConfigur
 	case SimHostUp:
 		err = f.HostUp(in.HostUUID)
 	case SimList:
+	case SimVMState:
+		err = a.simSetVMState(ctx, drv, in.VMUUID, in.VMState)
 	default:
 		return res, hostFail(cserr.ParamError, "unknown simulator action %q", in.Action)
 	}

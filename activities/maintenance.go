@@ -705,3 +705,29 @@ func (a *Maintenance) capacityAlert(ctx context.Context, f capacityFigure) (rais
 	})
 	return raised, resolved, err
 }
+
+// simSetVMState powers a VM on or off on its host through the simulator
+// driver, without the inventory knowing (configureSimulator setvmstate):
+// drift for the reconciler to find.
+func (a *Simulator) simSetVMState(ctx context.Context, drv hypervisor.Driver, vmUUID, state string) error {
+	vm, err := vmByUUID(ctx, a.DB, vmUUID)
+	if err != nil {
+		return err
+	}
+	hostID := vm.HostID
+	if hostID == 0 {
+		hostID = vm.LastHostID
+	}
+	if hostID == 0 {
+		return fmt.Errorf("virtual machine %s has never been on a host: %w", vm.Name, hypervisor.ErrInvalid)
+	}
+	_, h, _, err := (&VMs{Deps: a.Deps}).vmHost(ctx, hostID)
+	if err != nil {
+		return err
+	}
+	ref := hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID}
+	if state == string(hypervisor.StateRunning) {
+		return drv.StartVM(ctx, h, ref)
+	}
+	return drv.StopVM(ctx, h, ref, hypervisor.StopOptions{Force: true})
+}

@@ -22,7 +22,7 @@ func init() {
 			"add latency, or make a host stop answering. The switches live with the simulator in the worker and survive its restart.",
 		Access: AccessRootAdmin,
 		Params: []Param{
-			{Name: "action", Type: TString, Description: "add (default), remove, clear, hostdown, hostup or list"},
+			{Name: "action", Type: TString, Description: "add (default), remove, clear, hostdown, hostup, setvmstate or list"},
 			{Name: "name", Type: TString, Description: "the operation the rule applies to (ConnectHost, StartVM, CreateVolume...); empty or * for all"},
 			{Name: "zoneid", Type: TUUID, Description: "only calls on this zone"},
 			{Name: "podid", Type: TUUID, Description: "only calls on this pod"},
@@ -36,6 +36,8 @@ func init() {
 			{Name: "message", Type: TString, Description: "text of the simulated failure"},
 			{Name: "ruleid", Type: TLong, Description: "remove: the rule to remove"},
 			{Name: "hang", Type: TBoolean, Description: "hostdown: calls block until their deadline instead of failing at once"},
+			{Name: "virtualmachineid", Type: TUUID, Description: "setvmstate: the VM whose power state changes on its host, behind Nimbus's back"},
+			{Name: "vmstate", Type: TString, Description: "setvmstate: Running or Stopped"},
 		},
 		ResponseName: "simulator", Response: []Field{
 			{"ruleid", "long", "the rule added"}, {"rules", "list", "every rule now set"},
@@ -116,8 +118,13 @@ func configureSimulator(c *Call) (any, error) {
 			return nil, cserr.Param("Unable to execute API command configuresimulator due to missing parameter ruleid")
 		}
 	case activities.SimClear, activities.SimList:
+	case activities.SimVMState:
+		in.VMUUID, in.VMState = c.Str("virtualmachineid"), c.Str("vmstate")
+		if in.VMUUID == "" || (in.VMState != "Running" && in.VMState != "Stopped") {
+			return nil, cserr.Param("setvmstate takes virtualmachineid and vmstate Running or Stopped")
+		}
 	default:
-		return nil, cserr.Param("action %q: want add, remove, clear, hostdown, hostup or list", clip(action, 32))
+		return nil, cserr.Param("action %q: want add, remove, clear, hostdown, hostup, setvmstate or list", clip(action, 32))
 	}
 	// The simulator lives in the worker: a short workflow carries the change
 	// there and brings the rules back. It is not a job (nothing in the
