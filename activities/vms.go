@@ -600,8 +600,14 @@ func (a *VMs) reserve(ctx context.Context, vm *models.VMInstance, pr *vmPlaceReq
 	}
 	over := PoolOverprovisioning(ctx, a.DB)
 	return a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var hv string
+		if err := tx.NewSelect().Model((*models.Host)(nil)).Column("hypervisor_type").Where("id = ?", p.HostID).Scan(ctx, &hv); err != nil {
+			return err
+		}
+		// A VM booting an ISO takes the hypervisor of the host it lands on.
 		res, err := tx.NewUpdate().Model((*models.VMInstance)(nil)).
 			Set("host_id = ?", p.HostID).Set("pod_id = ?", p.PodID).Set("cluster_id = ?", p.ClusterID).
+			Set("hypervisor_type = CASE WHEN hypervisor_type IS NULL OR hypervisor_type = '' THEN ? ELSE hypervisor_type END", hv).
 			Set("update_count = update_count + 1").Set("update_time = ?", models.Now()).
 			Where("id = ? AND state = ? AND host_id IS NULL", vm.ID, models.VMStarting).Exec(ctx)
 		if err != nil {

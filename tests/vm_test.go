@@ -328,8 +328,31 @@ func TestVMLifecycle(t *testing.T) {
 	_, err = cs.VirtualMachine.MigrateVirtualMachine(mp)
 	wantVMErr(t, "migrate to its own host", err, 431, "already runs")
 
+	// ---- update: the host name only while stopped ----
+	upd := cs.VirtualMachine.NewUpdateVirtualMachineParams(d.Id)
+	upd.SetName("web-one")
+	_, err = cs.VirtualMachine.UpdateVirtualMachine(upd)
+	wantVMErr(t, "rename a running VM", err, 431, "Stopped")
+	upd = cs.VirtualMachine.NewUpdateVirtualMachineParams(d.Id)
+	upd.SetDisplayname("Web server one")
+	upd.SetHaenable(true)
+	if _, err := cs.VirtualMachine.UpdateVirtualMachine(upd); err != nil {
+		t.Fatalf("updateVirtualMachine: %v", err)
+	}
+	if vm = c.vm(t, cs, d.Id); vm.Displayname != "Web server one" || !vm.Haenable || vm.Name != "web1" {
+		t.Fatalf("updated VM = %+v", vm)
+	}
+
 	// ---- scale (stopped), destroy, recover, expunge ----
 	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop for scale")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d.Id)))
+	upd = cs.VirtualMachine.NewUpdateVirtualMachineParams(d.Id)
+	upd.SetName("web-one")
+	if _, err := cs.VirtualMachine.UpdateVirtualMachine(upd); err != nil {
+		t.Fatalf("rename a stopped VM: %v", err)
+	}
+	if vm = c.vm(t, cs, d.Id); vm.Name != "web-one" {
+		t.Fatalf("renamed VM = %+v", vm)
+	}
 	_, err = cs.VirtualMachine.ScaleVirtualMachine(cs.VirtualMachine.NewScaleVirtualMachineParams(d2.Id, models.ServiceOfferingMediumUUID))
 	wantVMErr(t, "scale a running VM", err, 431, "Stopped")
 	if _, err := cs.VirtualMachine.ScaleVirtualMachine(cs.VirtualMachine.NewScaleVirtualMachineParams(d.Id, models.ServiceOfferingMediumUUID)); err != nil {
@@ -401,6 +424,18 @@ func TestVMLifecycle(t *testing.T) {
 	var pool models.StoragePool
 	if err := db.NewSelect().Model(&pool).Where("uuid = ?", c.poolID).Scan(ctx); err != nil || pool.AllocatedBytes != 0 {
 		t.Errorf("pool allocated %d bytes with no volume (%v)", pool.AllocatedBytes, err)
+	}
+	un := cs.Network.NewUpdateNetworkParams(c.networkID)
+	un.SetDisplaytext("renamed shared network")
+	un.SetName("shared-hundred")
+	if _, err := cs.Network.UpdateNetwork(un); err != nil {
+		t.Fatalf("updateNetwork: %v", err)
+	}
+	ln := cs.Network.NewListNetworksParams()
+	ln.SetId(c.networkID)
+	if r := vmtMust[*cloudstack.ListNetworksResponse](t, "listNetworks id")(cs.Network.ListNetworks(ln)); r.Count != 1 || r.Networks[0].Name != "shared-hundred" ||
+		r.Networks[0].Displaytext != "renamed shared network" {
+		t.Fatalf("updated network = %+v", r)
 	}
 	// The network can go once no NIC uses it.
 	if _, err := cs.Network.DeleteNetwork(cs.Network.NewDeleteNetworkParams(c.networkID)); err != nil {

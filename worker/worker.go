@@ -52,6 +52,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.ExpungeVM)
 	r.RegisterWorkflow(workflows.ScaleVM)
 	r.RegisterWorkflow(workflows.MigrateVM)
+	r.RegisterWorkflow(workflows.SettleVMs)
 	r.RegisterWorkflow(workflows.DeleteNetwork)
 	r.RegisterWorkflow(workflows.UpdateNetwork)
 

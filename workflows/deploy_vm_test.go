@@ -344,3 +344,23 @@ func TestVMFailureCodes(t *testing.T) {
 		}
 	}
 }
+
+func TestSettleVMsSettlesEach(t *testing.T) {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterActivity(&activities.VMs{})
+	env.RegisterWorkflow(SettleVMs)
+	var got []string
+	env.OnActivity(vmAct.VMSettle, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.VMRefInput) (string, error) {
+		got = append(got, in.VMUUID)
+		return models.VMStopped, nil
+	})
+	env.ExecuteWorkflow(SettleVMs, []SettleVMInput{{VMUUID: "a"}, {VMUUID: "b"}})
+	var out []string
+	if err := env.GetWorkflowResult(&out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "a,b" || strings.Join(out, ",") != "Stopped,Stopped" {
+		t.Fatalf("settled %v -> %v", got, out)
+	}
+}

@@ -175,6 +175,26 @@ func MigrateVM(ctx workflow.Context, in VMOpInput) (JobOutcome, error) {
 	})
 }
 
+// SettleVMInput names a VM to settle.
+type SettleVMInput = activities.VMRefInput
+
+// SettleVMs settles VMs left in a transitional state by jobs that no longer
+// run (see activities.SettleVM): the job repair path (a VirtualMachine job
+// found terminated, cancelled or timed out) and the scheduled reconciler
+// start it on the worker's task queue, where the hypervisor drivers are,
+// with an internal workflow ID (ntemporal.InternalID("settle", vm uuid)) so
+// that one VM is settled once at a time. It returns each VM's final state.
+func SettleVMs(ctx workflow.Context, in []SettleVMInput) ([]string, error) {
+	out := make([]string, len(in))
+	for i, vm := range in {
+		err := workflow.ExecuteActivity(withVMDriver(ctx, 10*time.Minute), vmAct.VMSettle, vm).Get(ctx, &out[i])
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
 // vmOpFailed moves the VM back from its transitional state with the reason
 // and returns the job's error.
 func vmOpFailed(ctx workflow.Context, in VMOpInput, verb, event, from, back string, err error) error {
