@@ -1,9 +1,7 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -565,26 +563,7 @@ func updateHost(c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nestedAndFlat("host", v)
-}
-
-// nestedAndFlat answers an entity nested under key, as CloudStack does, and
-// with its fields at the top level too, for the cloudstack-go calls that
-// decode the top level (UpdateHost, UpdateStoragePool,
-// CreateSecondaryStagingStore).
-func nestedAndFlat(key string, v any) (Object, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var o Object
-	if err := dec.Decode(&o); err != nil {
-		return nil, err
-	}
-	o[key] = v
-	return o, nil
+	return Object{"host": v}, nil
 }
 
 func reconnectHost(c *Call) (any, error) {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"math"
 	"sort"
@@ -594,29 +593,6 @@ func iopsParams(c *Call) (custom bool, minIOPS, maxIOPS int64, err error) {
 		return false, 0, 0, cserr.Param("The min IOPS must be less than or equal to the max IOPS.")
 	}
 	return false, minIOPS, maxIOPS, nil
-}
-
-// objectWithFields answers an update whose SDK call decodes the response
-// object itself instead of the entity under its key (updateTemplate,
-// updateIso, updateDiskOffering): the entity goes under key, as CloudStack
-// answers, and its fields at the top level too, so both kinds of client
-// read it.
-func objectWithFields(key string, view any) (Object, error) {
-	b, err := json.Marshal(view)
-	if err != nil {
-		return nil, err
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(b, &fields); err != nil {
-		return nil, err
-	}
-	out := Object{key: view}
-	for k, v := range fields {
-		if k != key {
-			out[k] = v
-		}
-	}
-	return out, nil
 }
 
 // ---- service offerings ----
@@ -1239,7 +1215,7 @@ func updateDiskOffering(c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return objectWithFields("diskoffering", views[0])
+	return Object{"diskoffering": views[0]}, nil
 }
 
 func deleteDiskOffering(c *Call) (any, error) {

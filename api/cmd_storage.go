@@ -713,7 +713,7 @@ func updateStoragePool(c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nestedAndFlat("storagepool", v)
+	return Object{"storagepool": v}, nil
 }
 
 func enableStorageMaintenance(c *Call) (any, error) {
@@ -957,7 +957,7 @@ func createSecondaryStagingStore(c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nestedAndFlat("secondarystorage", v)
+	return Object{"secondarystorage": v}, nil
 }
 
 func listStores(c *Call, role, key string) (any, error) {

@@ -985,7 +985,7 @@ func updateImage(c *Call, iso bool) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return objectWithFields(key, v)
+	return Object{key: v}, nil
 }
 
 func updateImagePermissions(c *Call, iso bool) (any, error) {

@@ -213,7 +213,7 @@ func createZone(c *Call) (any, error) {
 		GuestNetworkCIDR: c.Str("guestcidraddress"), NetworkDomain: c.Str("domain"),
 		AllocationState: alloc, IsLocalStorageEnabled: c.Bool("localstorageenabled", false),
 		IsSecurityGroupEnabled: c.Bool("securitygroupenabled", false),
-		ZoneToken: models.NewUUID(), Created: models.Now(),
+		ZoneToken:              models.NewUUID(), Created: models.Now(),
 	}
 	if z.InternalDNS1 == "" {
 		return nil, cserr.Param("Unable to execute API command createzone due to missing parameter internaldns1")

@@ -432,11 +432,7 @@ func updateRole(c *Call) (any, error) {
 		}
 		c.S.InvalidateKeys()
 	}
-	// CloudStack nests the role under "role"; cloudstack-go's UpdateRole
-	// decodes the fields at the top. Both are given.
-	v := roleView(role)
-	return Object{"role": v, "id": v.ID, "name": v.Name, "type": v.Type, "description": v.Description,
-		"isdefault": v.IsDefault, "ispublic": v.IsPublic, "isreadonly": v.IsReadOnly}, nil
+	return Object{"role": roleView(role)}, nil
 }
 
 func roleUsers(c *Call, roleID int64) (int64, error) {

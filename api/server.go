@@ -205,7 +205,7 @@ func (s *Server) serveAPI(c *gin.Context) {
 	for _, ck := range call.setCookies {
 		http.SetCookie(c.Writer, &http.Cookie{Name: ck.name, Value: ck.value, Path: "/client", HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Request.TLS != nil})
 	}
-	writeJSON(c, http.StatusOK, map[string]any{respKey: out})
+	writeJSON(c, http.StatusOK, map[string]any{respKey: sdkCompat(cmd.Name, out)})
 }
 
 // run calls the handler, turning a panic into a 530 with the request id.

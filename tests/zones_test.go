@@ -79,10 +79,11 @@ func TestZones(t *testing.T) {
 	up := cs.Zone.NewUpdateZoneParams(basic.Id)
 	up.SetAllocationstate("Enabled")
 	up.SetDns2("1.1.1.1")
-	// The SDK decodes updateZone's answer flat, but CloudStack (and Nimbus)
-	// wrap it as {"zone": {...}}; read the result back with listZones.
-	if _, err := cs.Zone.UpdateZone(up); err != nil {
-		t.Fatalf("updateZone: %v", err)
+	// The SDK decodes updateZone's answer at the top level, CloudStack's
+	// clients under "zone": Nimbus answers both.
+	upd, err := cs.Zone.UpdateZone(up)
+	if err != nil || upd.Allocationstate != "Enabled" || upd.Dns2 != "1.1.1.1" || upd.Id != basic.Id {
+		t.Fatalf("updateZone: %v %+v", err, upd)
 	}
 	lp = cs.Zone.NewListZonesParams()
 	lp.SetId(basic.Id)
