@@ -729,3 +729,61 @@ func TestVMListScale(t *testing.T) {
 		t.Errorf("listVirtualMachines pagesize 500 took %v at worst over %d VMs; it must not query per row", p99, total)
 	}
 }
+
+// Concurrent deployments onto barely enough capacity: exactly as many as
+// fit run, the rest fail with 533, and no host is over its limits.
+func TestVMConcurrentDeploys(t *testing.T) {
+	c := vmtSetup(t)
+	cs := c.cs
+	p := cs.ServiceOffering.NewCreateServiceOfferingParams("fat", "fat")
+	p.SetCpunumber(1)
+	p.SetCpuspeed(500)
+	p.SetMemory(2048) // four fit on a host of 8 GiB: eight in the cluster
+	so := vmtMust[*cloudstack.CreateServiceOfferingResponse](t, "createServiceOffering")(cs.ServiceOffering.CreateServiceOffering(p))
+	const n = 12
+	type result struct {
+		id  string
+		err error
+	}
+	results := make(chan result, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			d, err := c.deploy(t, cs, fmt.Sprintf("fat%d", i), func(p *cloudstack.DeployVirtualMachineParams) { p.SetServiceofferingid(so.Id) })
+			r := result{err: err}
+			if d != nil {
+				r.id = d.Id
+			}
+			results <- r
+		}(i)
+	}
+	ok, full := 0, 0
+	for i := 0; i < n; i++ {
+		r := <-results
+		switch {
+		case r.err == nil:
+			ok++
+		case strings.Contains(r.err.Error(), "533"):
+			full++
+		default:
+			t.Errorf("deploy failed otherwise: %v", r.err)
+		}
+	}
+	if ok != 8 || full != 4 {
+		t.Fatalf("%d deployments ran and %d were refused with 533, want 8 and 4", ok, full)
+	}
+	for name := range c.hosts {
+		mhz, mem := c.hostAlloc(t, name)
+		if mhz != 4*500 || mem != 4*2048<<20 {
+			t.Errorf("host %s allocated %d MHz %d bytes, want exactly four VMs' %d and %d", name, mhz, mem, 4*500, 4*2048<<20)
+		}
+	}
+	if n := nsCount(t, c.s.DB, "SELECT COUNT(*) FROM vm_instances WHERE state = 'Running'"); n != 8 {
+		t.Errorf("%d Running VMs, want 8", n)
+	}
+	if n := c.freeIPs(t); n != vmtNetSize-8 {
+		t.Errorf("%d free addresses, want %d", n, vmtNetSize-8)
+	}
+	if n := nsCount(t, c.s.DB, "SELECT COUNT(*) FROM vm_instances WHERE state = 'Error' AND host_id IS NULL"); n != 4 {
+		t.Errorf("%d refused VMs in Error without a host, want 4", n)
+	}
+}
