@@ -487,6 +487,23 @@ func TestVMUsersCapacityAndFaults(t *testing.T) {
 	_, err = cs.Network.DeleteNetwork(cs.Network.NewDeleteNetworkParams(c.networkID))
 	wantVMErr(t, "deleteNetwork in use", err, 536, "in use")
 
+	// Host anti-affinity: two VMs of a group on the two hosts, a third fits
+	// nowhere and says why.
+	ag := vmtMust[*cloudstack.CreateAffinityGroupResponse](t, "createAffinityGroup")(cs.AffinityGroup.CreateAffinityGroup(cs.AffinityGroup.NewCreateAffinityGroupParams("spread", "host anti-affinity")))
+	inGroup := func(p *cloudstack.DeployVirtualMachineParams) { p.SetAffinitygroupids([]string{ag.Id}) }
+	a1 := vmtMust[*cloudstack.DeployVirtualMachineResponse](t, "deploy anti1")(c.deploy(t, cs, "anti1", inGroup))
+	a2 := vmtMust[*cloudstack.DeployVirtualMachineResponse](t, "deploy anti2")(c.deploy(t, cs, "anti2", inGroup))
+	if a1.Hostid == a2.Hostid || len(a2.Affinitygroup) != 1 || a2.Affinitygroup[0].Id != ag.Id {
+		t.Fatalf("anti-affinity: anti1 on %s, anti2 on %s with groups %+v", a1.Hostname, a2.Hostname, a2.Affinitygroup)
+	}
+	_, err = c.deploy(t, cs, "anti3", inGroup)
+	wantVMErr(t, "a third VM of an anti-affinity group on two hosts", err, 533, "anti-affinity")
+	for _, id := range []string{a1.Id, a2.Id} {
+		p := cs.VirtualMachine.NewDestroyVirtualMachineParams(id)
+		p.SetExpunge(true)
+		vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy anti")(cs.VirtualMachine.DestroyVirtualMachine(p))
+	}
+
 	// A VM that fits nowhere: 533 with the planner's reasons, the VM in
 	// Error, nothing held.
 	big := cs.ServiceOffering.NewCreateServiceOfferingParams("huge", "huge")
@@ -516,8 +533,8 @@ func TestVMUsersCapacityAndFaults(t *testing.T) {
 		p.SetState("Error")
 		return p
 	}()))
-	if fv.Count != 2 {
-		t.Errorf("listVirtualMachines state=Error: %d, want 2", fv.Count)
+	if fv.Count != 3 {
+		t.Errorf("listVirtualMachines state=Error: %d, want 3 (too big, anti-affinity, fault)", fv.Count)
 	}
 	hostSim(t, c.s, "action", "clear")
 	// A failed VM is destroyed and expunged like any other.
