@@ -358,6 +358,9 @@ type VMPlacement struct {
 	HostName   string
 	NicUUIDs   []string
 	VolumeUUID []string
+	// CopyTemplate says the root volume's template is not on its pool yet
+	// (VMCopyTemplate has work to do).
+	CopyTemplate bool
 }
 
 // vmPlaceRequest is a VM's planner request and the volumes to place.
@@ -675,6 +678,23 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 	if err := a.DB.NewSelect().Model((*models.Volume)(nil)).Column("uuid").Where("instance_id = ? AND state = ?", vm.ID, models.VolumeAllocated).
 		Order("device_id").Scan(ctx, &out.VolumeUUID); err != nil {
 		return out, err
+	}
+	if vm.TemplateID != 0 {
+		var poolID int64
+		err := a.DB.NewSelect().Model((*models.Volume)(nil)).Column("pool_id").
+			Where("instance_id = ? AND volume_type = ? AND state = ? AND pool_id IS NOT NULL", vm.ID, models.VolumeRoot, models.VolumeAllocated).
+			Limit(1).Scan(ctx, &poolID)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return out, err
+		}
+		if poolID != 0 {
+			there, err := a.DB.NewSelect().Model((*models.TemplatePoolRef)(nil)).
+				Where("pool_id = ? AND template_id = ? AND download_state = ? AND install_path <> ''", poolID, vm.TemplateID, models.DownloadDownloaded).Exists(ctx)
+			if err != nil {
+				return out, err
+			}
+			out.CopyTemplate = !there
+		}
 	}
 	return out, nil
 }

@@ -162,9 +162,14 @@ func (s *startVM) run(ctx workflow.Context) error {
 			}
 		}
 		if len(pl.VolumeUUID) > 0 {
-			// The template copy is a cache of the pool, kept for the next VM.
-			if err := workflow.ExecuteActivity(withVMDriver(ctx, time.Hour), vmAct.VMCopyTemplate, ref).Get(ctx, nil); err != nil {
-				return err
+			// The template copy is a cache of the pool, kept for the next VM;
+			// runs recorded before VMPlacement said whether it is needed
+			// always ran the step.
+			v := workflow.GetVersion(ctx, "vm-copy-template-when-needed", workflow.DefaultVersion, 1)
+			if v == workflow.DefaultVersion || pl.CopyTemplate {
+				if err := workflow.ExecuteActivity(withVMDriver(ctx, time.Hour), vmAct.VMCopyTemplate, ref).Get(ctx, nil); err != nil {
+					return err
+				}
 			}
 			vols := activities.VMVolumesInput{VMUUID: s.vm, VolumeUUIDs: pl.VolumeUUID}
 			s.push("VMDeleteVolumes", func(ctx workflow.Context) error {

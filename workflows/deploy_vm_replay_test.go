@@ -28,8 +28,10 @@ import (
 //
 // TestVMHistoriesRecordAndReplay records fresh histories on the test
 // Temporal server (with the activities faked by name) and replays them;
-// with NIMBUS_UPDATE_HISTORIES=1 it rewrites testdata (do that only for a
-// change that is meant to be incompatible, with versioning in place).
+// with NIMBUS_UPDATE_HISTORIES=1 it writes those of its runs that testdata
+// lacks. Recorded files are never rewritten: a change behind
+// workflow.GetVersion adds runs under new names, and the old files keep
+// proving that runs started before it still replay.
 
 func vmReplayer(t *testing.T) worker.WorkflowReplayer {
 	t.Helper()
@@ -117,6 +119,10 @@ func TestVMHistoriesRecordAndReplay(t *testing.T) {
 		{"vm_stop.json", StopVM, VMOpInput{VMUUID: "vm-1"}, ""},
 		{"vm_destroy_expunge.json", DestroyVM, VMOpInput{VMUUID: "vm-1", Expunge: true, PrevState: "Running"}, ""},
 		{"vm_migrate_fails.json", MigrateVM, VMOpInput{VMUUID: "vm-1", TargetHostUUID: "host-2"}, "VMMigrateOnHost"},
+		// vm-copy-template-when-needed (version 1): the copy is skipped
+		// when the template is on the pool.
+		{"vm_deploy_v1_template_on_pool.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, ""},
+		{"vm_deploy_v1_create_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMCreateVolumes"},
 	}
 	update := os.Getenv("NIMBUS_UPDATE_HISTORIES") == "1"
 	for _, r := range runs {
@@ -158,12 +164,13 @@ func TestVMHistoriesRecordAndReplay(t *testing.T) {
 			if err := vmReplayer(t).ReplayWorkflowHistory(nil, hist); err != nil {
 				t.Fatalf("the fresh history does not replay: %v", err)
 			}
-			if update {
+			path := filepath.Join("testdata", r.file)
+			if _, err := os.Stat(path); update && errors.Is(err, os.ErrNotExist) {
 				b, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(hist)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := os.WriteFile(filepath.Join("testdata", r.file), append(b, '\n'), 0o644); err != nil {
+				if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}

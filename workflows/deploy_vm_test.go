@@ -26,6 +26,8 @@ type vmSteps struct {
 	marks []activities.VMMarkInput
 	fail  string
 	err   error
+	// noCopy has VMPlace say the template is on the pool already.
+	noCopy bool
 }
 
 func (s *vmSteps) rec(name string) error {
@@ -70,7 +72,7 @@ func newVMEnv(t *testing.T, fail string, err error) (*testsuite.TestWorkflowEnvi
 	}
 	s := &vmSteps{fail: fail, err: err}
 	env.OnActivity(vmAct.VMPlace, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.VMPlaceInput) (activities.VMPlacement, error) {
-		return activities.VMPlacement{HostID: 7, HostUUID: "h-7", HostName: "h7", NicUUIDs: []string{testNic}, VolumeUUID: []string{testVol}}, s.rec("VMPlace")
+		return activities.VMPlacement{HostID: 7, HostUUID: "h-7", HostName: "h7", NicUUIDs: []string{testNic}, VolumeUUID: []string{testVol}, CopyTemplate: !s.noCopy}, s.rec("VMPlace")
 	})
 	env.OnActivity(vmAct.VMUnplace, mock.Anything, mock.Anything).Return(func(context.Context, activities.VMRefInput) error { return s.rec("VMUnplace") })
 	env.OnActivity(ipamAct.IPAMAllocate, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.IPAMAllocateInput) (activities.IPAMAllocateResult, error) {
@@ -363,4 +365,15 @@ func TestSettleVMsSettlesEach(t *testing.T) {
 	if strings.Join(got, ",") != "a,b" || strings.Join(out, ",") != "Stopped,Stopped" {
 		t.Fatalf("settled %v -> %v", got, out)
 	}
+}
+
+// A template already on the pool skips the copy step.
+func TestDeployVMSkipsTheCopyWhenTheTemplateIsThere(t *testing.T) {
+	env, _, s := newVMEnv(t, "", nil)
+	s.noCopy = true
+	env.ExecuteWorkflow(DeployVM, DeployVMInput{VMUUID: uuid.NewString(), StartVM: true})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	wantSeq(t, "deploy with the template on the pool", s.seq(), "VMPlace", "IPAMAllocate", "VMCreateVolumes", "VMDefineStart", "VMMark:Running")
 }
