@@ -283,6 +283,7 @@ func TestVMLifecycleStateRules(t *testing.T) {
 	}{
 		"stop":                   {wf: StopVM, want: []string{"VMStopOnHost", "VMStopped:Stopped"}},
 		"stop refused":           {wf: StopVM, fail: "VMStopOnHost", want: []string{"VMStopOnHost", "VMMark:Running"}, wantCode: cserr.InternalError, from: models.VMStopping, to: models.VMRunning},
+		"forced stop refused":    {wf: StopVM, in: VMOpInput{Forced: true}, fail: "VMStopOnHost", want: []string{"VMStopOnHost", "VMStopped:Stopped"}},
 		"reboot":                 {wf: RebootVM, want: []string{"VMRebootOnHost", "VMMark:Running"}, from: models.VMStarting, to: models.VMRunning},
 		"reboot refused":         {wf: RebootVM, fail: "VMRebootOnHost", want: []string{"VMRebootOnHost", "VMMark:Running"}, wantCode: cserr.InternalError, from: models.VMStarting, to: models.VMRunning},
 		"destroy":                {wf: DestroyVM, in: VMOpInput{PrevState: models.VMRunning}, want: []string{"VMStopOnHost", "VMStopped:Destroyed"}},

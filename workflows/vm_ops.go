@@ -50,14 +50,21 @@ func StartVM(ctx workflow.Context, in VMOpInput) (JobOutcome, error) {
 
 // StopVM stops a VM: it is shut down and undefined on its host, which it
 // then no longer holds (its capacity is given back). When the host refuses,
-// the VM stays Running with the reason.
+// the VM stays Running with the reason; a forced stop marks it Stopped all
+// the same, as CloudStack does (the reconciler reports it if it still
+// runs there).
 func StopVM(ctx workflow.Context, in VMOpInput) (JobOutcome, error) {
 	return RunJob(ctx, func(ctx workflow.Context) (JobOutcome, error) {
 		lctx := withLocalInventory(ctx)
 		err := workflow.ExecuteActivity(withVMDriver(ctx, 10*time.Minute), vmAct.VMStopOnHost,
 			activities.VMStopInput{VMUUID: in.VMUUID, Forced: in.Forced}).Get(ctx, nil)
 		if err != nil {
-			return JobOutcome{}, vmOpFailed(ctx, in, "stop", "VM.STOP", models.VMStopping, models.VMRunning, err)
+			v := workflow.GetVersion(ctx, "vm-forced-stop-despite-host", workflow.DefaultVersion, 1)
+			if v == workflow.DefaultVersion || !in.Forced {
+				return JobOutcome{}, vmOpFailed(ctx, in, "stop", "VM.STOP", models.VMStopping, models.VMRunning, err)
+			}
+			_, reason := vmFailure(err)
+			workflow.GetLogger(ctx).Warn("forced stop: the host could not be told; marking the VM Stopped", "vm", in.VMUUID, "reason", reason)
 		}
 		done := activities.VMStoppedInput{VMUUID: in.VMUUID, To: models.VMStopped, EventType: "VM.STOP", Actor: in.Actor}
 		if err := workflow.ExecuteLocalActivity(lctx, vmAct.VMStopped, done).Get(ctx, nil); err != nil {
