@@ -101,7 +101,7 @@ func snapshotBackupLocation(ctx context.Context, d Deps, snapUUID string) (stora
 }
 
 func snapshotEvent(ctx context.Context, db bun.IDB, actor Actor, typ, level, uuid, desc string) error {
-	return WriteEvent(ctx, db, activityEvent(ctx, EventInput{Actor: actor, Type: typ, Level: level,
+	return WriteEvent(ctx, db, storageEvent(ctx, EventInput{Actor: actor, Type: typ, Level: level,
 		ResourceType: "Snapshot", ResourceUUID: uuid, Description: desc}))
 }
 
@@ -900,7 +900,7 @@ func (a *Snapshots) SnapshotTemplateFinish(ctx context.Context, in SnapshotTempl
 			if err := models.ReleaseResources(ctx, tx, t.AccountID, map[string]int64{models.ResourceTemplate: 1}); err != nil {
 				return err
 			}
-			return WriteEvent(ctx, tx, activityEvent(ctx, EventInput{Actor: in.Actor, Type: "TEMPLATE.CREATE", Level: "ERROR",
+			return WriteEvent(ctx, tx, storageEvent(ctx, EventInput{Actor: in.Actor, Type: "TEMPLATE.CREATE", Level: "ERROR",
 				ResourceType: "Template", ResourceUUID: t.UUID, Description: "Failed to create template " + t.Name + ": " + in.Reason}))
 		})
 	}
@@ -924,7 +924,7 @@ func (a *Snapshots) SnapshotTemplateFinish(ctx context.Context, in SnapshotTempl
 		if in.SnapshotUUID != "" {
 			from = "snapshot " + in.SnapshotUUID
 		}
-		return WriteEvent(ctx, tx, activityEvent(ctx, EventInput{Actor: in.Actor, Type: "TEMPLATE.CREATE",
+		return WriteEvent(ctx, tx, storageEvent(ctx, EventInput{Actor: in.Actor, Type: "TEMPLATE.CREATE",
 			ResourceType: "Template", ResourceUUID: t.UUID, Description: "Created template " + t.Name + " from " + from}))
 	})
 }

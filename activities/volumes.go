@@ -16,6 +16,7 @@ import (
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
+	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
 	"github.com/nimbus-cloud/nimbus/models"
 )
 
@@ -283,8 +284,18 @@ func diskOf(v *models.Volume, poolUUID string) hypervisor.Disk {
 
 // volumeEvent writes an event about a volume from an activity.
 func volumeEvent(ctx context.Context, db bun.IDB, actor Actor, typ, level, uuid, desc string) error {
-	return WriteEvent(ctx, db, activityEvent(ctx, EventInput{Actor: actor, Type: typ, Level: level,
+	return WriteEvent(ctx, db, storageEvent(ctx, EventInput{Actor: actor, Type: typ, Level: level,
 		ResourceType: "Volume", ResourceUUID: uuid, Description: desc}))
+}
+
+// storageEvent is activityEvent naming the job only when the workflow is
+// one: a snapshot policy's scheduled run has no job.
+func storageEvent(ctx context.Context, in EventInput) EventInput {
+	in = activityEvent(ctx, in)
+	if !ntemporal.IsJobID(in.JobUUID) {
+		in.JobUUID = ""
+	}
+	return in
 }
 
 // usageEvent records a billable change once per resource and type.
