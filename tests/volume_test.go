@@ -593,7 +593,21 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 	if !got.Isready || got.Name != "snap-tmpl" || got.Size != 10*gib || got.Account != "alice" || got.Templatetype != "USER" {
 		t.Fatalf("template from snapshot = %+v", got)
 	}
-	if files := catFiles(t, filepath.Join(vc.storeDir, "template")); len(files) < 2 {
+	// From a volume: the stopped VM's data disk, not the running VM's root.
+	tp = ac.Template.NewCreateTemplateParams("from volume", "vol-tmpl", models.OSTypeOtherLinux64UUID)
+	tp.SetVolumeid(v2.Id)
+	tv, err := ac.Template.CreateTemplate(tp)
+	if err != nil {
+		t.Fatalf("createTemplate from a volume: %v", err)
+	}
+	if got := catTemplate(t, cs, tv.Id, ""); !got.Isready || got.Size != volRow(t, s, v2.Id).Size {
+		t.Fatalf("template from a volume = %+v", got)
+	}
+	tp = ac.Template.NewCreateTemplateParams("root", "root-tmpl", models.OSTypeOtherLinux64UUID)
+	tp.SetVolumeid(roots.Volumes[0].Id)
+	_, err = ac.Template.CreateTemplate(tp)
+	hostWantErr(t, "createTemplate of a running VM's root", err, 431, "stop it")
+	if files := catFiles(t, filepath.Join(vc.storeDir, "template")); len(files) < 3 {
 		t.Fatalf("template files %v", files)
 	}
 
@@ -707,6 +721,26 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 		t.Fatalf("after deletes listVolumes = %+v, %v", list, err)
 	}
 	volCheckPools(t, s, vc)
+	// Device ids past the hypervisor's limit are refused before any job.
+	xp := ac.Volume.NewAttachVolumeParams(v1.Id, vm1.Id)
+	xp.SetDeviceid(99)
+	_, err = ac.Volume.AttachVolume(xp)
+	hostWantErr(t, "attach at device 99", err, 431, "device ids 1 to")
+	// The account's counts are what its inventory holds.
+	aliceID := arID(t, s, "accounts", alice.AccountID)
+	stored, err := models.AccountsCounts(ctx, s.DB, []int64{aliceID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := models.InventoryCounts(ctx, s.DB, aliceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []string{models.ResourceVolume, models.ResourcePrimaryStorage, models.ResourceSnapshot, models.ResourceSecondaryStorage, models.ResourceTemplate} {
+		if stored[aliceID][typ] != inv[typ] {
+			t.Errorf("alice's %s count %d, inventory %d", typ, stored[aliceID][typ], inv[typ])
+		}
+	}
 
 	// ---- deleting an account removes its volumes, snapshots and policies ----
 	bc := bob.Client
