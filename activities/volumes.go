@@ -869,8 +869,9 @@ type VolumeHypervisorInput struct {
 }
 
 // VolumeHypervisorAttach attaches the disk live when the VM runs (on the
-// host it runs on); a stopped VM gets its disks when it starts. Attaching
-// an attached disk is success.
+// host it runs on); a stopped VM gets its disks when it starts; a VM
+// starting, stopping or migrating fails the attempt, retried until it
+// settles. Attaching an attached disk is success.
 func (a *Volumes) VolumeHypervisorAttach(ctx context.Context, in VolumeHypervisorInput) error {
 	return a.hypervisorDisk(ctx, in, true)
 }
@@ -886,7 +887,16 @@ func (a *Volumes) hypervisorDisk(ctx context.Context, in VolumeHypervisorInput, 
 	if err != nil {
 		return err
 	}
-	if vm.State != models.VMRunning || vm.HostID == 0 {
+	switch vm.State {
+	case models.VMRunning:
+	case models.VMStarting, models.VMStopping, models.VMMigrating:
+		// Its next state decides: a start defines the VM with the volumes
+		// Ready by then, which may not include this one. Retried.
+		return temporal.NewApplicationError(fmt.Sprintf("virtual machine %s is %s; the disk waits until it settles", vm.Name, vm.State), "VMBusy")
+	default:
+		return nil // stopped: the disk is part of the VM's next start
+	}
+	if vm.HostID == 0 {
 		return nil
 	}
 	v, err := loadVolume(ctx, a.DB, in.VolumeUUID, true)
