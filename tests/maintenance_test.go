@@ -47,7 +47,11 @@ func TestMaintenanceSchedules(t *testing.T) {
 	for kind, every := range map[string]time.Duration{"expunge": 86400 * time.Second, "reconcile": 300 * time.Second, "capacity-alerts": 5 * time.Minute} {
 		id := ntemporal.ScheduleID(kind, s.TaskQueue)
 		h := tc.ScheduleClient().GetHandle(ctx, id)
+		// The worker sets its schedules in the background once it polls.
 		d, err := h.Describe(ctx)
+		for deadline := time.Now().Add(30 * time.Second); err != nil && time.Now().Before(deadline); d, err = h.Describe(ctx) {
+			time.Sleep(200 * time.Millisecond)
+		}
 		if err != nil {
 			t.Fatalf("describe schedule %s: %v", id, err)
 		}

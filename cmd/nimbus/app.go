@@ -141,9 +141,6 @@ func runWorkerLoop(ctx context.Context, cfg config.Config, d *bun.DB, tc client.
 	if err := ntemporal.EnsureSearchAttributes(ctx, tc, cfg.Namespace); err != nil {
 		return err
 	}
-	if err := ensureMaintenanceSchedules(ctx, d, tc, cfg.TaskQueue); err != nil {
-		return err
-	}
 	renderer := api.New(d, tc, box, cfg, cfg.TaskQueue, log)
 	hv := activities.NewHypervisorDrivers(cfg.DataDir) // the simulator keeps its state in <data-dir>/simulator
 	defer hv.Close()
@@ -155,6 +152,23 @@ func runWorkerLoop(ctx context.Context, cfg config.Config, d *bun.DB, tc client.
 		return fmt.Errorf("worker: %w", err)
 	}
 	log.Info("worker polling", "task_queue", cfg.TaskQueue, "namespace", cfg.Namespace)
+	// Maintenance schedules are not worth refusing to work over: a worker
+	// whose schedule update fails (Temporal busy, a race with another
+	// worker) polls anyway and keeps trying in the background.
+	go func() {
+		for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+			err := ensureMaintenanceSchedules(ctx, d, tc, cfg.TaskQueue)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			log.Warn("maintenance schedules not set yet; retrying", "err", err, "in", wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
 	<-ctx.Done()
 	w.Stop()
 	return nil
