@@ -619,7 +619,7 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 		t.Fatalf("createSnapshotPolicy = %+v, %v", pol, err)
 	}
 	h := tc.ScheduleClient().GetHandle(ctx, "nimbus-snappolicy-"+pol.Id)
-	desc, err := h.Describe(ctx)
+	desc, err := volDescribe(t, h)
 	if err != nil {
 		t.Fatalf("the policy's schedule: %v", err)
 	}
@@ -638,7 +638,7 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("updateSnapshotPolicy: HTTP %d %v", code, body)
 	}
-	if desc, err = h.Describe(ctx); err != nil || desc.Schedule.Spec.Calendars[0].Hour[0].Start != 3 || desc.Schedule.Spec.Calendars[0].Minute[0].Start != 15 {
+	if desc, err = volDescribe(t, h); err != nil || desc.Schedule.Spec.Calendars[0].Hour[0].Start != 3 || desc.Schedule.Spec.Calendars[0].Minute[0].Start != 15 {
 		t.Fatalf("schedule after update: %+v %v", desc, err)
 	}
 	_, err = ac.Snapshot.CreateSnapshotPolicy(ac.Snapshot.NewCreateSnapshotPolicyParams("WEEKLY", 2, "30:02:9", "UTC", v1.Id))
@@ -656,7 +656,7 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 		}
 		deadline := time.Now().Add(90 * time.Second)
 		for {
-			d, err := h.Describe(ctx)
+			d, err := volDescribe(t, h)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -685,7 +685,7 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 		t.Fatalf("deleteSnapshotPolicies: %v", err)
 	}
 	var nf *serviceerror.NotFound
-	if _, err := h.Describe(ctx); !errors.As(err, &nf) {
+	if _, err := volDescribe(t, h); !errors.As(err, &nf) {
 		t.Fatalf("schedule after delete: %v, want not found", err)
 	}
 	if pl, err := ac.Snapshot.ListSnapshotPolicies(lpp); err != nil || pl.Count != 0 {
@@ -773,7 +773,7 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 	if n := hostCount(t, s, (*models.Snapshot)(nil), "uuid = ?", bsnap.Id); n != 0 {
 		t.Fatal("bob's snapshot left")
 	}
-	if _, err := tc.ScheduleClient().GetHandle(ctx, "nimbus-snappolicy-"+bpol.Id).Describe(ctx); !errors.As(err, &nf) {
+	if _, err := volDescribe(t, tc.ScheduleClient().GetHandle(ctx, "nimbus-snappolicy-"+bpol.Id)); !errors.As(err, &nf) {
 		t.Fatalf("bob's policy schedule: %v, want not found", err)
 	}
 	for _, f := range catFiles(t, filepath.Join(vc.storeDir, "snapshots")) {
@@ -784,15 +784,20 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 	volCheckPools(t, s, vc)
 }
 
-// volRowDomain is the domain UUID of a volume's owner.
-func volRowDomain(t *testing.T, s *testenv.Stack, volID string) string {
+// volDescribe describes a schedule, retrying calls that time out on a
+// loaded Temporal; not found is answered at once.
+func volDescribe(t *testing.T, h client.ScheduleHandle) (*client.ScheduleDescription, error) {
 	t.Helper()
-	var d string
-	if err := s.DB.NewSelect().TableExpr("volumes AS v").ColumnExpr("d.uuid").Join("JOIN domains AS d ON d.id = v.domain_id").
-		Where("v.uuid = ?", volID).Scan(context.Background(), &d); err != nil {
-		t.Fatal(err)
+	var nf *serviceerror.NotFound
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		d, err := h.Describe(ctx)
+		cancel()
+		if err == nil || errors.As(err, &nf) || i == 4 {
+			return d, err
+		}
+		time.Sleep(time.Second)
 	}
-	return d
 }
 
 // volPolicySnaps lists a policy's live snapshots, oldest first, when all
