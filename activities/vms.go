@@ -361,7 +361,17 @@ type VMPlacement struct {
 	// CopyTemplate says the root volume's template is not on its pool yet
 	// (VMCopyTemplate has work to do).
 	CopyTemplate bool
+	// QuickProvision says the host's driver creates volumes from a template
+	// copy (an overlay or clone) and defines and starts a VM in seconds, so
+	// those steps may run as local activities (see QuickProvisionTypes).
+	QuickProvision bool
 }
+
+// QuickProvisionTypes are the hypervisor types whose volume creation and
+// define-and-start are quick: a qcow2 overlay or RBD clone, and a libvirt
+// or simulated domain. Others (vSphere full clones...) run those steps as
+// regular, heartbeating activities.
+var QuickProvisionTypes = map[string]bool{models.HypervisorSimulator: true, models.HypervisorKVM: true, models.HypervisorLXC: true}
 
 // vmPlaceRequest is a VM's planner request and the volumes to place.
 type vmPlaceRequest struct {
@@ -667,10 +677,10 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 	}
 	out := VMPlacement{HostID: vm.HostID}
 	var h models.Host
-	if err := a.DB.NewSelect().Model(&h).Column("uuid", "name").Where("id = ?", vm.HostID).WhereAllWithDeleted().Limit(1).Scan(ctx); err != nil {
+	if err := a.DB.NewSelect().Model(&h).Column("uuid", "name", "hypervisor_type").Where("id = ?", vm.HostID).WhereAllWithDeleted().Limit(1).Scan(ctx); err != nil {
 		return out, err
 	}
-	out.HostUUID, out.HostName = h.UUID, h.Name
+	out.HostUUID, out.HostName, out.QuickProvision = h.UUID, h.Name, QuickProvisionTypes[h.HypervisorType]
 	if err := a.DB.NewSelect().Model((*models.Nic)(nil)).Column("uuid").Where("instance_id = ? AND state = ?", vm.ID, models.NicAllocated).
 		Order("device_id").Scan(ctx, &out.NicUUIDs); err != nil {
 		return out, err

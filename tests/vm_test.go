@@ -262,12 +262,18 @@ func TestVMLifecycle(t *testing.T) {
 	_, err = c.deploy(t, cs, "web1", nil)
 	wantVMErr(t, "deploy duplicate name", err, 431, "already exists")
 	// An address asked for is honoured, and a taken one refused at once.
-	d2, err := c.deploy(t, cs, "db1", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress("10.50.0.15") })
-	if err != nil || d2.Nic[0].Ipaddress != "10.50.0.15" {
+	want := "10.50.0.15"
+	if nic.Ipaddress == want { // web1 took it: free addresses are handed out in no fixed order
+		want = "10.50.0.16"
+	}
+	d2, err := c.deploy(t, cs, "db1", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress(want) })
+	if err != nil || d2.Nic[0].Ipaddress != want {
 		t.Fatalf("deploy with ipaddress: %v %+v", err, d2)
 	}
-	_, err = c.deploy(t, cs, "db2", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress("10.50.0.15") })
-	wantVMErr(t, "deploy with a taken address", err, 431, "10.50.0.15", "not available")
+	_, err = c.deploy(t, cs, "db2", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress(want) })
+	wantVMErr(t, "deploy with a taken address", err, 431, want, "not available")
+	_, err = c.deploy(t, cs, "db2", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress(nic.Ipaddress) })
+	wantVMErr(t, "deploy with web1's address", err, 431, nic.Ipaddress, "not available")
 	_, err = c.deploy(t, cs, "db3", func(p *cloudstack.DeployVirtualMachineParams) { p.SetIpaddress("10.99.0.15") })
 	wantVMErr(t, "deploy with an address outside the network", err, 431, "not available")
 

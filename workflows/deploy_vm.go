@@ -44,6 +44,22 @@ func withVMDriver(ctx workflow.Context, timeout time.Duration) workflow.Context 
 	return workflow.WithActivityOptions(ctx, opts)
 }
 
+// withLocalDriver sets options for quick driver steps run as local
+// activities: bounded like withVMDriver, without heartbeats (a worker that
+// dies mid-step has the step run again; the steps are idempotent).
+func withLocalDriver(ctx workflow.Context, timeout time.Duration) workflow.Context {
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: timeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        30 * time.Second,
+			MaximumAttempts:        5,
+			NonRetryableErrorTypes: append([]string{activities.ErrTypeVMState}, nonRetryable...),
+		},
+	})
+}
+
 // DeployVMInput is a deployVirtualMachine job: the API has written the VM
 // row (Starting), its volumes (Allocated) and its NICs (with a MAC, and the
 // address asked for, if any), and taken its resource counts.
@@ -152,6 +168,16 @@ func (s *startVM) run(ctx workflow.Context) error {
 		if err := workflow.ExecuteLocalActivity(lctx, vmAct.VMPlace, activities.VMPlaceInput{VMUUID: s.vm, Pins: s.pins}).Get(ctx, &pl); err != nil {
 			return err
 		}
+		// Volume creation and define-and-start run as local activities where
+		// the host's driver does them in seconds: two fewer round trips
+		// through the Temporal server per start.
+		quick := workflow.GetVersion(ctx, "vm-quick-provision-local", workflow.DefaultVersion, 1) == 1 && pl.QuickProvision
+		provision := func(timeout time.Duration, fn, in any) workflow.Future {
+			if quick {
+				return workflow.ExecuteLocalActivity(withLocalDriver(ctx, min(timeout, 5*time.Minute)), fn, in)
+			}
+			return workflow.ExecuteActivity(withVMDriver(ctx, timeout), fn, in)
+		}
 		if len(pl.NicUUIDs) > 0 {
 			s.push("IPAMRelease", func(ctx workflow.Context) error {
 				return workflow.ExecuteLocalActivity(withLocalInventory(ctx), ipamAct.IPAMRelease,
@@ -175,14 +201,14 @@ func (s *startVM) run(ctx workflow.Context) error {
 			s.push("VMDeleteVolumes", func(ctx workflow.Context) error {
 				return workflow.ExecuteActivity(withVMDriver(ctx, 10*time.Minute), vmAct.VMDeleteVolumes, vols).Get(ctx, nil)
 			})
-			if err := workflow.ExecuteActivity(withVMDriver(ctx, 30*time.Minute), vmAct.VMCreateVolumes, vols).Get(ctx, nil); err != nil {
+			if err := provision(30*time.Minute, vmAct.VMCreateVolumes, vols).Get(ctx, nil); err != nil {
 				return err
 			}
 		}
 		s.push("VMDestroyOnHost", func(ctx workflow.Context) error {
 			return workflow.ExecuteActivity(withVMDriver(ctx, 5*time.Minute), vmAct.VMDestroyOnHost, ref).Get(ctx, nil)
 		})
-		if err := workflow.ExecuteActivity(withVMDriver(ctx, 10*time.Minute), vmAct.VMDefineStart, ref).Get(ctx, nil); err != nil {
+		if err := provision(10*time.Minute, vmAct.VMDefineStart, ref).Get(ctx, nil); err != nil {
 			return err
 		}
 		mark := activities.VMMarkInput{VMUUID: s.vm, From: []string{models.VMStarting}, To: models.VMRunning,

@@ -62,7 +62,7 @@ func TestVMHistoriesReplay(t *testing.T) {
 
 // fakeVMActivities registers stand-ins for every activity the VM
 // workflows run, under the real names; failAt names one that fails for good.
-func fakeVMActivities(w worker.Worker, failAt string) {
+func fakeVMActivities(w worker.Worker, failAt string, quick bool) {
 	reg := func(name string, fn any) {
 		w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
@@ -75,7 +75,8 @@ func fakeVMActivities(w worker.Worker, failAt string) {
 	reg("JobStart", func(context.Context, activities.JobStartInput) error { return nil })
 	reg("JobComplete", func(context.Context, activities.JobCompleteInput) error { return nil })
 	reg("VMPlace", func(context.Context, activities.VMPlaceInput) (activities.VMPlacement, error) {
-		return activities.VMPlacement{HostID: 1, HostUUID: "host-1", HostName: "h1", NicUUIDs: []string{"nic-1"}, VolumeUUID: []string{"vol-1"}}, refuse("VMPlace")
+		return activities.VMPlacement{HostID: 1, HostUUID: "host-1", HostName: "h1", NicUUIDs: []string{"nic-1"}, VolumeUUID: []string{"vol-1"},
+			QuickProvision: quick}, refuse("VMPlace")
 	})
 	reg("VMUnplace", func(context.Context, activities.VMRefInput) error { return nil })
 	reg("IPAMAllocate", func(context.Context, activities.IPAMAllocateInput) (activities.IPAMAllocateResult, error) {
@@ -112,17 +113,23 @@ func TestVMHistoriesRecordAndReplay(t *testing.T) {
 		wf     any
 		input  any
 		failAt string
+		quick  bool
 	}{
-		{"vm_deploy.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, ""},
-		{"vm_deploy_define_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMDefineStart"},
-		{"vm_deploy_stopped.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: false}, ""},
-		{"vm_stop.json", StopVM, VMOpInput{VMUUID: "vm-1"}, ""},
-		{"vm_destroy_expunge.json", DestroyVM, VMOpInput{VMUUID: "vm-1", Expunge: true, PrevState: "Running"}, ""},
-		{"vm_migrate_fails.json", MigrateVM, VMOpInput{VMUUID: "vm-1", TargetHostUUID: "host-2"}, "VMMigrateOnHost"},
+		{"vm_deploy.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "", false},
+		{"vm_deploy_define_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMDefineStart", false},
+		{"vm_deploy_stopped.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: false}, "", false},
+		{"vm_stop.json", StopVM, VMOpInput{VMUUID: "vm-1"}, "", false},
+		{"vm_destroy_expunge.json", DestroyVM, VMOpInput{VMUUID: "vm-1", Expunge: true, PrevState: "Running"}, "", false},
+		{"vm_migrate_fails.json", MigrateVM, VMOpInput{VMUUID: "vm-1", TargetHostUUID: "host-2"}, "VMMigrateOnHost", false},
 		// vm-copy-template-when-needed (version 1): the copy is skipped
 		// when the template is on the pool.
-		{"vm_deploy_v1_template_on_pool.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, ""},
-		{"vm_deploy_v1_create_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMCreateVolumes"},
+		{"vm_deploy_v1_template_on_pool.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "", false},
+		{"vm_deploy_v1_create_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMCreateVolumes", false},
+		// vm-quick-provision-local (version 1): volumes and define-and-start
+		// as local activities on quick hypervisors.
+		{"vm_deploy_v2_quick.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "", true},
+		{"vm_deploy_v2_quick_define_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMDefineStart", true},
+		{"vm_start_v2_quick.json", StartVM, VMOpInput{VMUUID: "vm-1"}, "", true},
 	}
 	update := os.Getenv("NIMBUS_UPDATE_HISTORIES") == "1"
 	for _, r := range runs {
@@ -132,7 +139,7 @@ func TestVMHistoriesRecordAndReplay(t *testing.T) {
 			for _, wf := range []any{DeployVM, StartVM, StopVM, RebootVM, DestroyVM, ExpungeVM, ScaleVM, MigrateVM} {
 				w.RegisterWorkflow(wf)
 			}
-			fakeVMActivities(w, r.failAt)
+			fakeVMActivities(w, r.failAt, r.quick)
 			if err := w.Start(); err != nil {
 				t.Fatal(err)
 			}
