@@ -74,19 +74,11 @@ func vmStateFail(vm *models.VMInstance, want ...string) error {
 func vmMHz(vm *models.VMInstance) int64      { return int64(vm.CPU) * int64(vm.Speed) }
 func vmMemBytes(vm *models.VMInstance) int64 { return int64(vm.RAMSize) << 20 }
 
-// vmConfigFloat reads a global setting as a number, def when unset or bad.
+// vmConfigFloat reads a global setting as a positive number (cached by
+// models.ConfigValue), def when unset or bad.
 func vmConfigFloat(ctx context.Context, db bun.IDB, name string, def float64) float64 {
-	var v string
-	err := db.NewSelect().Model((*models.Configuration)(nil)).Column("value").Where("name = ?", name).Limit(1).Scan(ctx, &v)
-	if err != nil {
-		for _, c := range models.DefaultConfigurations() {
-			if c.Name == name {
-				v = c.Value
-			}
-		}
-	}
-	f, perr := strconv.ParseFloat(strings.TrimSpace(v), 64)
-	if perr != nil || f <= 0 {
+	f, err := models.ConfigFloat(ctx, db, name)
+	if err != nil || f <= 0 {
 		return def
 	}
 	return f
@@ -390,31 +382,18 @@ func vmTagList(s string) []string {
 }
 
 // vmAffinity returns the hosts the VM's host anti-affinity groups exclude
-// and its host affinity groups require.
+// and its host affinity groups require (models.AffinityHosts over the
+// groups the VM is in).
 func vmAffinity(ctx context.Context, db bun.IDB, vm *models.VMInstance) (anti, aff map[int64]bool, err error) {
-	anti, aff = map[int64]bool{}, map[int64]bool{}
-	var rows []struct {
-		Type   string `bun:"type"`
-		HostID int64  `bun:"host_id"`
+	var groups []int64
+	if err := db.NewSelect().Model((*models.AffinityGroupVMMap)(nil)).Column("affinity_group_id").Where("instance_id = ?", vm.ID).
+		Scan(ctx, &groups); err != nil {
+		return nil, nil, err
 	}
-	mine := db.NewSelect().Model((*models.AffinityGroupVMMap)(nil)).Column("affinity_group_id").Where("instance_id = ?", vm.ID)
-	err = db.NewSelect().TableExpr("affinity_group_vm_map AS m").
-		ColumnExpr("g.type, v.host_id").
-		Join("JOIN affinity_groups AS g ON g.id = m.affinity_group_id").
-		Join("JOIN vm_instances AS v ON v.id = m.instance_id").
-		Where("m.affinity_group_id IN (?)", mine).
-		Where("v.id <> ? AND v.removed IS NULL AND v.host_id IS NOT NULL", vm.ID).
-		Where("v.state NOT IN (?)", bun.In([]string{models.VMDestroyed, models.VMExpunging, models.VMError})).
-		Scan(ctx, &rows)
-	for _, r := range rows {
-		switch r.Type {
-		case models.AffinityHostAntiAffinity:
-			anti[r.HostID] = true
-		case models.AffinityHostAffinity:
-			aff[r.HostID] = true
-		}
+	if len(groups) == 0 {
+		return nil, nil, nil
 	}
-	return anti, aff, err
+	return models.AffinityHosts(ctx, db, vm.AccountID, groups, vm.ID)
 }
 
 func (a *VMs) buildPlaceRequest(ctx context.Context, vm *models.VMInstance, pins VMPins) (*vmPlaceRequest, error) {
