@@ -303,4 +303,3 @@ func processesMentioning(s string) []string {
 	}
 	return out
 }
-
