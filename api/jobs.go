@@ -17,6 +17,7 @@ import (
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
 	"github.com/nimbus-cloud/nimbus/models"
+	"github.com/nimbus-cloud/nimbus/workflows"
 )
 
 // JobSpec describes the workflow an async command starts.
@@ -228,7 +229,27 @@ func (s *Server) repairJob(ctx context.Context, job *models.AsyncJob) error {
 		return err
 	}
 	job.Status, job.ResultCode, job.Result, job.Completed = status, code, result, models.Now()
+	if in.ErrorCode != 0 && job.InstanceType == "VirtualMachine" && job.InstanceUUID != "" {
+		s.settleVM(ctx, job.InstanceUUID)
+	}
 	return nil
+}
+
+// settleVM starts the settle workflow for a VM whose job ended without
+// finishing (terminated or cancelled in the Temporal UI, timed out, or
+// failed before recording its end), so the VM does not stay in a
+// transitional state: it runs on a worker, where the hypervisor drivers
+// are, and one VM is settled once at a time (workflow ID by VM).
+func (s *Server) settleVM(ctx context.Context, vmUUID string) {
+	_, err := s.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:                       ntemporal.InternalID("settle", vmUUID),
+		TaskQueue:                s.TaskQueue,
+		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		WorkflowExecutionTimeout: 15 * time.Minute,
+	}, workflows.SettleVMs, []workflows.SettleVMInput{{VMUUID: vmUUID}})
+	if err != nil {
+		s.Log.Warn("cannot start settling a VM whose job ended", "vm", vmUUID, "err", err)
+	}
 }
 
 func unwrapWorkflowError(err error) error {
