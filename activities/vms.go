@@ -639,7 +639,10 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 	if err != nil {
 		return VMPlacement{}, err
 	}
-	if vm.State != models.VMStarting {
+	// Running on a host means this deploy already finished in a run whose
+	// end Temporal never recorded (a worker died inside a batch of local
+	// activities, which then run again on replay): keep it, never undo it.
+	if vm.State != models.VMStarting && !(vm.State == models.VMRunning && vm.HostID != 0) {
 		return VMPlacement{}, vmStateFail(vm, models.VMStarting)
 	}
 	if vm.HostID == 0 {
@@ -724,7 +727,7 @@ func (a *VMs) place(ctx context.Context, vm *models.VMInstance, pr *vmPlaceReque
 				if lerr != nil {
 					return lerr
 				}
-				if cur.State == models.VMStarting && cur.HostID != 0 {
+				if (cur.State == models.VMStarting || cur.State == models.VMRunning) && cur.HostID != 0 {
 					return nil // placed by an earlier attempt of this step
 				}
 				return vmStateFail(cur, models.VMStarting)
@@ -1065,7 +1068,9 @@ func (a *VMs) VMDefineStart(ctx context.Context, in VMRefInput) error {
 	if err != nil {
 		return err
 	}
-	if vm.State != models.VMStarting || vm.HostID == 0 {
+	// Running: started by a run whose end was not recorded (see VMPlace);
+	// define and start are idempotent on the driver.
+	if (vm.State != models.VMStarting && vm.State != models.VMRunning) || vm.HostID == 0 {
 		return vmStateFail(vm, models.VMStarting+" on a host")
 	}
 	spec, err := a.vmSpec(ctx, vm)
