@@ -2,17 +2,11 @@ package workflows
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"sort"
 	"testing"
-	"time"
 
-	"github.com/google/uuid"
-	"go.temporal.io/api/enums/v1"
-	historypb "go.temporal.io/api/history/v1"
-	"go.temporal.io/api/temporalproto"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
@@ -135,56 +129,14 @@ func TestVolumeHistoriesRecordAndReplay(t *testing.T) {
 		{"snap_template.json", CreateTemplateFromVolume, activities.SnapshotTemplateInput{TemplateUUID: "tmpl-1", SnapshotUUID: "snap-1"}, ""},
 		{"snap_policy_run.json", SnapshotPolicyRun, activities.SnapshotPolicyRunInput{PolicyUUID: "pol-1"}, ""},
 	}
-	update := os.Getenv("NIMBUS_UPDATE_HISTORIES") == "1"
 	for _, r := range runs {
 		t.Run(r.file, func(t *testing.T) {
-			queue := "nimbus-replay-" + uuid.NewString()
-			w := worker.New(c, queue, worker.Options{})
-			for _, wf := range volumeWorkflows {
-				w.RegisterWorkflow(wf)
-			}
-			fakeVolumeActivities(w, r.failAt)
-			if err := w.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer w.Stop()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: uuid.NewString(), TaskQueue: queue}, r.wf, r.input)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var out any
-			err = run.Get(ctx, &out)
-			if (err != nil) != (r.failAt != "") {
-				t.Fatalf("run ended with %v (failing step %q)", err, r.failAt)
-			}
-			var ae *temporal.ApplicationError
-			if r.failAt != "" && !errors.As(err, &ae) {
-				t.Fatalf("run failed with %v, want the job's application error", err)
-			}
-			hist := &historypb.History{}
-			it := c.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-			for it.HasNext() {
-				ev, err := it.Next()
-				if err != nil {
-					t.Fatal(err)
+			recordAndReplay(t, c, func(w worker.Worker) {
+				for _, wf := range volumeWorkflows {
+					w.RegisterWorkflow(wf)
 				}
-				hist.Events = append(hist.Events, ev)
-			}
-			if err := volumeReplayer(t).ReplayWorkflowHistory(nil, hist); err != nil {
-				t.Fatalf("the fresh history does not replay: %v", err)
-			}
-			path := filepath.Join("testdata", r.file)
-			if _, err := os.Stat(path); update && errors.Is(err, os.ErrNotExist) {
-				b, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(hist)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+				fakeVolumeActivities(w, r.failAt)
+			}, volumeReplayer(t), r.file, r.wf, r.input, r.failAt != "")
 		})
 	}
 }
