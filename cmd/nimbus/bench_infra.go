@@ -2,29 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nimbus-cloud/nimbus/activities"
-	"github.com/nimbus-cloud/nimbus/api"
 	"github.com/nimbus-cloud/nimbus/infra/config"
-	"github.com/nimbus-cloud/nimbus/infra/secrets"
-	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
-	"github.com/nimbus-cloud/nimbus/worker"
 )
 
 func init() { benchmarks["infra"] = runBenchInfra }
@@ -50,123 +39,12 @@ func runBenchInfra(ctx context.Context, args []string, log *slog.Logger) error {
 		return fmt.Errorf("--hosts and --clusters must be positive")
 	}
 
-	tmp, err := os.MkdirTemp("", "nimbus-bench-infra-")
+	st, err := startBenchStack(ctx, "infra", *dsn, *temporalAddr, *pollers, *conc*2)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	suffix := make([]byte, 4)
-	_, _ = rand.Read(suffix)
-	cfg := config.Config{
-		DB: *dsn, TemporalAddress: *temporalAddr, Namespace: "default",
-		// A queue of its own: a run never picks up jobs an earlier one left.
-		TaskQueue:    "nimbus-bench-infra-" + hex.EncodeToString(suffix),
-		MaxBodyBytes: 1 << 20, MaxPageSize: 500, DataDir: tmp, WorkerPollers: *pollers,
-	}
-	if cfg.DB == "" {
-		cfg.DB = "sqlite://" + filepath.Join(tmp, "nimbus.db")
-	}
-	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	d, err := openInventory(ctx, cfg, true, quiet)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	d.SetMaxIdleConns(runtime.GOMAXPROCS(0) * 8) // see bench api: no connection churn
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return err
-	}
-	box, err := secrets.New(key)
-	if err != nil {
-		return err
-	}
-	admin, err := api.EnsureAdmin(ctx, d, box)
-	if err != nil {
-		return err
-	}
-	tc, err := ntemporal.Dial(ctx, cfg.TemporalAddress, cfg.Namespace, quiet)
-	if err != nil {
-		return err
-	}
-	defer tc.Close()
-	if err := ntemporal.EnsureSearchAttributes(ctx, tc, cfg.Namespace); err != nil {
-		return err
-	}
-
-	srv := api.New(d, tc, box, cfg, cfg.TaskQueue, quiet)
-	hv := activities.NewHypervisorDrivers(tmp)
-	defer hv.Close()
-	st := activities.NewStorageDrivers(tmp, hv)
 	defer st.Close()
-	w := worker.New(tc, cfg.TaskQueue, cfg.WorkerPollers, activities.Deps{
-		DB: d, Render: srv.Render, Hypervisors: hv.Get, Pools: st.Pool, ImageStores: st.ImageStore, Secrets: box,
-	})
-	if err := w.Start(); err != nil {
-		return err
-	}
-	defer w.Stop()
-	apiURL, stop, err := serveLoopback(srv.Handler())
-	if err != nil {
-		return err
-	}
-	defer stop()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConns: *conc * 2, MaxIdleConnsPerHost: *conc * 2}, Timeout: 10 * time.Minute}
-	// get sends a signed GET and returns the answer's body once read (what
-	// the latency figures time) or an error.
-	get := func(kv ...string) ([]byte, error) {
-		p := url.Values{"response": {"json"}, "apiKey": {admin.APIKey}}
-		for i := 0; i+1 < len(kv); i += 2 {
-			p.Set(kv[i], kv[i+1])
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"?"+api.EncodeSigned(p, admin.SecretKey), nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s: HTTP %d: %s", p.Get("command"), resp.StatusCode, body)
-		}
-		return body, nil
-	}
-	call := func(kv ...string) (map[string]any, error) {
-		p := url.Values{"response": {"json"}, "apiKey": {admin.APIKey}}
-		for i := 0; i+1 < len(kv); i += 2 {
-			p.Set(kv[i], kv[i+1])
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"?"+api.EncodeSigned(p, admin.SecretKey), nil)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s: HTTP %d: %s", p.Get("command"), resp.StatusCode, body)
-		}
-		var out map[string]map[string]any
-		if err := json.Unmarshal(body, &out); err != nil {
-			return nil, err
-		}
-		for _, v := range out {
-			return v, nil
-		}
-		return nil, fmt.Errorf("%s: empty answer", p.Get("command"))
-	}
+	cfg, get, call := st.Cfg, st.Get, st.Call
 
 	fmt.Printf("nimbus bench infra: %d hosts in %d clusters, %d concurrent addHost, %d pollers, GOMAXPROCS %d, db %s\n",
 		*hosts, *clusters, *conc, *pollers, runtime.GOMAXPROCS(0), config.RedactDSN(cfg.DB))
