@@ -989,23 +989,9 @@ func listServiceOfferings(c *Call) (any, error) {
 	if err := q.Scan(c.Ctx); err != nil {
 		return nil, err
 	}
-	var zoneID, domainID int64
-	if c.Has("zoneid") {
-		z, err := c.zoneByUUID(c.Str("zoneid"))
-		if err != nil {
-			return nil, err
-		}
-		zoneID = z.ID
-	}
-	if c.Has("domainid") {
-		d, err := c.DomainByUUID(c.Str("domainid"))
-		if err != nil {
-			return nil, err
-		}
-		if !c.CanAccessDomain(d) {
-			return nil, cserr.New(cserr.AccountError, "The caller does not have access to domain %s", d.UUID)
-		}
-		domainID = d.ID
+	zoneID, domainID, err := offeringListScope(c)
+	if err != nil {
+		return nil, err
 	}
 	var lists []string
 	for _, o := range offs {
@@ -1258,23 +1244,9 @@ func listDiskOfferings(c *Call) (any, error) {
 	if err := q.Scan(c.Ctx); err != nil {
 		return nil, err
 	}
-	var zoneID, domainID int64
-	if c.Has("zoneid") {
-		z, err := c.zoneByUUID(c.Str("zoneid"))
-		if err != nil {
-			return nil, err
-		}
-		zoneID = z.ID
-	}
-	if c.Has("domainid") {
-		d, err := c.DomainByUUID(c.Str("domainid"))
-		if err != nil {
-			return nil, err
-		}
-		if !c.CanAccessDomain(d) {
-			return nil, cserr.New(cserr.AccountError, "The caller does not have access to domain %s", d.UUID)
-		}
-		domainID = d.ID
+	zoneID, domainID, err := offeringListScope(c)
+	if err != nil {
+		return nil, err
 	}
 	var lists []string
 	for _, o := range offs {
@@ -1441,4 +1413,27 @@ func hasServices(have []models.NetworkOfferingService, want []string) bool {
 		}
 	}
 	return true
+}
+
+// offeringListScope resolves the zoneid and domainid filters of an offering
+// list (0 when absent); a domain the caller cannot reach is a 531.
+func offeringListScope(c *Call) (zoneID, domainID int64, err error) {
+	if c.Has("zoneid") {
+		z, err := c.zoneByUUID(c.Str("zoneid"))
+		if err != nil {
+			return 0, 0, err
+		}
+		zoneID = z.ID
+	}
+	if c.Has("domainid") {
+		d, err := c.DomainByUUID(c.Str("domainid"))
+		if err != nil {
+			return 0, 0, err
+		}
+		if !c.CanAccessDomain(d) {
+			return 0, 0, cserr.New(cserr.AccountError, "The caller does not have access to domain %s", d.UUID)
+		}
+		domainID = d.ID
+	}
+	return zoneID, domainID, nil
 }
