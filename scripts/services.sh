@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts the real services the tests use, installing them when missing:
-# MariaDB (the inventory), the Temporal dev server. Safe to run again: what
+# MariaDB (the inventory), the Temporal dev server, libvirtd with QEMU (the
+# KVM driver's tests; TCG when KVM does not work) and the bootable test
+# template, and the IPMI tools (the BareMetal tests start ipmi_sim). Safe to run again: what
 # already runs is left alone. Writes the env the tests read to
 # $NIMBUS_TEST_STATE/env (default .test-services/env); source it.
 #
@@ -40,6 +42,7 @@ wait_for() { # seconds, description, command...
 
 stop() {
 	[ -f "$state/temporal.pid" ] && kill "$(cat "$state/temporal.pid")" 2>/dev/null || true
+	[ -f "$state/libvirtd.pid" ] && kill "$(cat "$state/libvirtd.pid")" 2>/dev/null || true
 	mariadb-admin -uroot --port "$mysql_port" --protocol=tcp shutdown 2>/dev/null || true
 	rm -f "$state"/*.pid
 }
@@ -79,11 +82,34 @@ if ! "$temporal" operator cluster health --address "127.0.0.1:$temporal_port" >/
 	wait_for 120 Temporal "$temporal" operator cluster health --address "127.0.0.1:$temporal_port"
 fi
 
+# libvirt + QEMU, started by hand (no systemd): virtlogd, then libvirtd.
+pkgs=()
+[ -x /usr/sbin/libvirtd ] || pkgs+=(libvirt-daemon-system)
+[ -f /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_lxc.so ] || pkgs+=(libvirt-daemon-driver-lxc)
+command -v qemu-system-x86_64 >/dev/null || pkgs+=(qemu-system-x86)
+command -v qemu-img >/dev/null || pkgs+=(qemu-utils)
+command -v ipmi_sim >/dev/null || pkgs+=(openipmi)
+command -v ipmitool >/dev/null || pkgs+=(ipmitool)
+command -v dnsmasq >/dev/null || pkgs+=(dnsmasq-base)
+[ -d /usr/lib/ipxe/qemu ] || pkgs+=(ipxe-qemu)
+[ ${#pkgs[@]} -eq 0 ] || apt_install "${pkgs[@]}"
+if [ -e /dev/kvm ] && getent group kvm >/dev/null; then chgrp kvm /dev/kvm; chmod 660 /dev/kvm; fi # no udev here
+if ! virsh -c qemu:///system version >/dev/null 2>&1; then
+	mkdir -p /var/run/libvirt
+	pgrep -x virtlogd >/dev/null || virtlogd -d
+	log "starting libvirtd"
+	libvirtd -d --pid-file "$state/libvirtd.pid"
+	wait_for 60 libvirtd virsh -c qemu:///system version
+fi
+template=$("$root/scripts/build-test-template.sh" "$state/template")
+
 cat >"$state/env" <<ENV
 export NIMBUS_TEST_MYSQL_DSN='nimbus:nimbus@tcp(127.0.0.1:$mysql_port)/'
 export NIMBUS_TEST_MYSQL_ROOT='root@unix(/run/mysqld/mysqld.sock)/'
 export NIMBUS_TEST_TEMPORAL=127.0.0.1:$temporal_port
 export NIMBUS_TEST_TEMPORAL_UI=http://127.0.0.1:$temporal_ui_port
 export NIMBUS_TEMPORAL_BIN=$temporal
+export NIMBUS_TEST_LIBVIRT=qemu:///system
+export NIMBUS_TEST_TEMPLATE=$template
 ENV
-log "ready: MariaDB 127.0.0.1:$mysql_port, Temporal 127.0.0.1:$temporal_port; env in $state/env"
+log "ready: MariaDB 127.0.0.1:$mysql_port, Temporal 127.0.0.1:$temporal_port, libvirtd (qemu:///system), template $template; env in $state/env"
