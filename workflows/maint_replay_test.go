@@ -7,6 +7,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/google/uuid"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
@@ -88,6 +89,25 @@ func fakeMaintActivities(w worker.Worker, failAt string) {
 	reg("MaintApply", func(context.Context, activities.MaintApplyInput) (activities.MaintApplyResult, error) {
 		return activities.MaintApplyResult{Reported: 1}, nil
 	})
+	reg("VMEvacuateBegin", func(context.Context, activities.VMEvacuateInput) (activities.VMEvacuatePlan, error) {
+		if failAt == "VMEvacuateBegin" {
+			return activities.VMEvacuatePlan{Refused: []activities.VMRefusal{{VMUUID: "vm-1", VMName: "web1", Reason: "recorded refusal"}}}, nil
+		}
+		// Fresh job ids: the child workflows' IDs on the shared server.
+		return activities.VMEvacuatePlan{Moves: []activities.VMEvacuateMove{
+			{VMUUID: "vm-1", VMName: "web1", TargetHostUUID: "host-2", TargetHostName: "h2", JobID: uuid.NewString()},
+			{VMUUID: "vm-2", VMName: "web2", TargetHostUUID: "host-3", TargetHostName: "h3", JobID: uuid.NewString()},
+		}}, nil
+	})
+	reg("VMMigrateReserve", func(context.Context, activities.VMMigrateInput) error { return nil })
+	reg("VMMigrateOnHost", func(_ context.Context, in activities.VMMigrateInput) error {
+		if failAt == "VMMigrateOnHost" && in.VMUUID == "vm-2" {
+			return temporal.NewNonRetryableApplicationError("recorded failure of VMMigrateOnHost", "Invalid", nil)
+		}
+		return nil
+	})
+	reg("VMMigrateFinish", func(context.Context, activities.VMMigrateInput) error { return nil })
+	reg("VMMigrateAbort", func(context.Context, activities.VMMigrateInput) error { return nil })
 	reg("MaintStuckVMs", func(context.Context, activities.MaintStuckInput) ([]string, error) { return nil, nil })
 	reg("VMSettle", func(context.Context, activities.VMRefInput) (string, error) { return "Running", nil })
 }
@@ -108,6 +128,11 @@ var maintRuns = []maintRun{
 	{file: "maint_pool_enable_v0.json", wf: EnableStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}},
 	{file: "maint_pool_cancel_v0.json", wf: CancelStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}},
 	{file: "maint_reconcile_v0.json", wf: MaintReconcile, input: MaintReconcileInput{}},
+	// host-maint-live-migrate (version 1): the VMs are live-migrated off
+	// the host by MigrateVM child jobs.
+	{file: "maint_host_prepare_v1.json", wf: PrepareHostForMaintenance, input: HostMaintenanceInput{HostUUID: "host-1"}},
+	{file: "maint_host_prepare_v1_refused.json", wf: PrepareHostForMaintenance, input: HostMaintenanceInput{HostUUID: "host-1"}, failAt: "VMEvacuateBegin", fails: true},
+	{file: "maint_host_prepare_v1_migrate_fails.json", wf: PrepareHostForMaintenance, input: HostMaintenanceInput{HostUUID: "host-1"}, failAt: "VMMigrateOnHost", fails: true},
 }
 
 func TestMaintHistoriesRecordAndReplay(t *testing.T) {
