@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/models"
@@ -327,6 +328,207 @@ func (a *VMs) evacuateReserve(ctx context.Context, h *models.Host, in VMEvacuate
 			if _, err := insertChildJob(ctx, tx, m.JobID, "migrateVirtualMachine", vm.UUID, in.Actor); err != nil {
 				return err
 			}
+		}
+		return nil
+	})
+}
+
+// ---- primary storage maintenance ----
+
+// PoolVMsInput names the pool of a storage maintenance job and the job.
+type PoolVMsInput struct {
+	PoolUUID string
+	JobID    string
+	Actor    Actor
+}
+
+// PoolVMJob is one VM job a storage maintenance job runs: the VM is in the
+// job's transitional state already and JobID names its job.
+type PoolVMJob struct {
+	VMUUID string
+	VMName string
+	JobID  string
+}
+
+// PoolVMsPlan is what a storage maintenance step will do to the VMs.
+type PoolVMsPlan struct {
+	Jobs    []PoolVMJob
+	Refused []VMRefusal
+}
+
+// poolVMs lists the VMs (not destroyed) with a live volume on the pool.
+func poolVMs(ctx context.Context, db bun.IDB, poolID int64) ([]models.VMInstance, error) {
+	var vms []models.VMInstance
+	err := db.NewSelect().Model(&vms).Column("vm_instance.id", "vm_instance.uuid", "vm_instance.name", "vm_instance.state").
+		Where("vm_instance.id IN (SELECT v.instance_id FROM volumes AS v WHERE v.pool_id = ? AND v.removed IS NULL AND v.state NOT IN (?))",
+			poolID, bun.In([]string{models.VolumeDestroy, models.VolumeExpunging, models.VolumeExpunged})).
+		Where("vm_instance.state NOT IN (?)", bun.In([]string{models.VMDestroyed, models.VMExpunging})).
+		Order("vm_instance.id").Scan(ctx)
+	return vms, err
+}
+
+// PoolStopVMsBegin is the evacuation of a primary pool entering
+// maintenance, as CloudStack does it: every running VM with a volume on
+// the pool is stopped. In one transaction each such VM goes Running >
+// Stopping (the API's guard), its stopVirtualMachine job row is written
+// and the VM is recorded in storage_pool_work, so that cancelling the
+// maintenance starts it again. A VM in the middle of another operation
+// refuses the whole step (nothing is stopped). Stopped VMs stay as they
+// are. A retry after the transaction committed finds the jobs by their
+// rows.
+func (a *Storage) PoolStopVMsBegin(ctx context.Context, in PoolVMsInput) (PoolVMsPlan, error) {
+	var plan PoolVMsPlan
+	p, err := loadPool(ctx, a.DB, in.PoolUUID)
+	if err != nil {
+		return plan, err
+	}
+	vms, err := poolVMs(ctx, a.DB, p.ID)
+	if err != nil {
+		return plan, err
+	}
+	var todo []models.VMInstance
+	var ours []PoolVMJob
+	for _, vm := range vms {
+		job := PoolVMJob{VMUUID: vm.UUID, VMName: vm.Name, JobID: ChildJobID(in.JobID, "stop", vm.UUID)}
+		switch vm.State {
+		case models.VMRunning:
+			todo = append(todo, vm)
+		case models.VMStopped, models.VMError:
+		case models.VMStopping:
+			ok, err := childJobExists(ctx, a.DB, job.JobID)
+			if err != nil {
+				return plan, err
+			}
+			if ok {
+				ours = append(ours, job)
+				continue
+			}
+			fallthrough
+		default:
+			plan.Refused = append(plan.Refused, VMRefusal{vm.UUID, vm.Name, "it is " + vm.State + " (an operation on it is in progress)"})
+		}
+	}
+	if len(ours) > 0 {
+		return PoolVMsPlan{Jobs: ours}, nil
+	}
+	if len(plan.Refused) > 0 || len(todo) == 0 {
+		return plan, nil
+	}
+	err = a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		for _, vm := range todo {
+			job := PoolVMJob{VMUUID: vm.UUID, VMName: vm.Name, JobID: ChildJobID(in.JobID, "stop", vm.UUID)}
+			res, err := tx.NewUpdate().Model((*models.VMInstance)(nil)).Set("state = ?", models.VMStopping).
+				Set("state_reason = ?", "primary storage "+p.Name+" enters maintenance").
+				Set("update_count = update_count + 1").Set("update_time = ?", models.Now()).
+				Where("id = ? AND state = ?", vm.ID, models.VMRunning).Exec(ctx)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return temporal.NewApplicationError(fmt.Sprintf("virtual machine %s changed while its pool entered maintenance", vm.Name), "Retry")
+			}
+			if _, err := insertChildJob(ctx, tx, job.JobID, "stopVirtualMachine", vm.UUID, in.Actor); err != nil {
+				return err
+			}
+			if err := addPoolWork(ctx, tx, p.ID, vm.ID); err != nil {
+				return err
+			}
+			plan.Jobs = append(plan.Jobs, job)
+		}
+		return nil
+	})
+	if err != nil {
+		return PoolVMsPlan{}, err
+	}
+	return plan, nil
+}
+
+func addPoolWork(ctx context.Context, tx bun.IDB, poolID, vmID int64) error {
+	ok, err := tx.NewSelect().Model((*models.StoragePoolWork)(nil)).Where("pool_id = ? AND vm_id = ?", poolID, vmID).Exists(ctx)
+	if err != nil || ok {
+		return err
+	}
+	_, err = tx.NewInsert().Model(&models.StoragePoolWork{PoolID: poolID, VMID: vmID, Created: models.Now()}).Exec(ctx)
+	return err
+}
+
+// PoolStartVMsBegin starts again, after the pool left maintenance, the VMs
+// its maintenance stopped (storage_pool_work) that are still Stopped:
+// each goes Stopped > Starting with its startVirtualMachine job row. VMs
+// started, destroyed or moved meanwhile are left as they are. The records
+// stay until PoolWorkClear, so a retry finds the jobs.
+func (a *Storage) PoolStartVMsBegin(ctx context.Context, in PoolVMsInput) (PoolVMsPlan, error) {
+	var plan PoolVMsPlan
+	p, err := loadPool(ctx, a.DB, in.PoolUUID)
+	if err != nil {
+		return plan, err
+	}
+	err = a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var vms []models.VMInstance
+		if err := tx.NewSelect().Model(&vms).Column("id", "uuid", "name", "state").
+			Where("id IN (SELECT vm_id FROM storage_pool_work WHERE pool_id = ?)", p.ID).Order("id").Scan(ctx); err != nil {
+			return err
+		}
+		for _, vm := range vms {
+			job := PoolVMJob{VMUUID: vm.UUID, VMName: vm.Name, JobID: ChildJobID(in.JobID, "start", vm.UUID)}
+			switch vm.State {
+			case models.VMStarting:
+				ok, err := childJobExists(ctx, tx, job.JobID)
+				if err != nil {
+					return err
+				}
+				if ok {
+					plan.Jobs = append(plan.Jobs, job)
+				}
+			case models.VMStopped:
+				res, err := tx.NewUpdate().Model((*models.VMInstance)(nil)).Set("state = ?", models.VMStarting).
+					Set("update_count = update_count + 1").Set("update_time = ?", models.Now()).
+					Where("id = ? AND state = ?", vm.ID, models.VMStopped).Exec(ctx)
+				if err != nil {
+					return err
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					continue
+				}
+				if _, err := insertChildJob(ctx, tx, job.JobID, "startVirtualMachine", vm.UUID, in.Actor); err != nil {
+					return err
+				}
+				plan.Jobs = append(plan.Jobs, job)
+			}
+		}
+		return nil
+	})
+	return plan, err
+}
+
+// PoolWorkClearInput ends a cancelStorageMaintenance job's restarts.
+type PoolWorkClearInput struct {
+	PoolUUID string
+	Started  []string
+	Failed   []VMRefusal
+	Actor    Actor
+}
+
+// PoolWorkClear forgets the VMs the pool's maintenance stopped and records
+// which were started again and which could not be (an event each way).
+func (a *Storage) PoolWorkClear(ctx context.Context, in PoolWorkClearInput) error {
+	return a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		p, err := loadPool(ctx, tx, in.PoolUUID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.NewDelete().Model((*models.StoragePoolWork)(nil)).Where("pool_id = ?", p.ID).Exec(ctx); err != nil {
+			return err
+		}
+		if len(in.Started) > 0 {
+			if err := maintEvent(ctx, tx, EventInput{Actor: in.Actor, Type: "MAINT.CANCEL.PS", ResourceType: "StoragePool", ResourceUUID: p.UUID,
+				Description: "Started again the virtual machines the maintenance of primary storage " + p.Name + " stopped: " + strings.Join(in.Started, ", ")}, "started"); err != nil {
+				return err
+			}
+		}
+		if len(in.Failed) > 0 {
+			return maintEvent(ctx, tx, EventInput{Actor: in.Actor, Type: "MAINT.CANCEL.PS", Level: "ERROR", ResourceType: "StoragePool", ResourceUUID: p.UUID,
+				Description: "Could not start again the virtual machines the maintenance of primary storage " + p.Name + " stopped: " + RefusalText(in.Failed)}, "failed")
 		}
 		return nil
 	})

@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -1297,10 +1299,36 @@ func startVirtualMachine(c *Call) (any, error) {
 			return nil, err
 		}
 	}
+	if err := c.vmPoolsUsable(vm); err != nil {
+		return nil, err
+	}
 	return c.vmJob(vm, []string{models.VMStopped}, models.VMStarting, JobSpec{
 		Workflow: workflows.StartVM, Input: workflows.VMOpInput{VMUUID: vm.UUID, Pins: pins, Actor: actorOf(c.Caller)},
 		Summary: "start VM " + vm.Name,
 	})
+}
+
+// vmPoolsUsable refuses to start a VM with a volume on primary storage in
+// (or failing to enter) maintenance: cancelStorageMaintenance starts the
+// VMs the maintenance stopped.
+func (c *Call) vmPoolsUsable(vm *models.VMInstance) error {
+	var row struct {
+		Volume string `bun:"volume"`
+		Pool   string `bun:"pool"`
+		State  string `bun:"state"`
+	}
+	err := c.S.DB.NewSelect().TableExpr("volumes AS v").ColumnExpr("v.name AS volume, p.name AS pool, p.state AS state").
+		Join("JOIN storage_pools AS p ON p.id = v.pool_id").
+		Where("v.instance_id = ? AND v.removed IS NULL AND v.state NOT IN (?)", vm.ID, bun.In([]string{models.VolumeDestroy, models.VolumeExpunging, models.VolumeExpunged})).
+		Where("p.state IN (?)", bun.In([]string{models.PoolPrepareForMaintenance, models.PoolMaintenance, models.PoolErrorInMaintenance, models.PoolErrorInPrepareForMaintenance})).
+		Limit(1).Scan(c.Ctx, &row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return cserr.Param("Virtual machine %s has volume %s on primary storage %s, which is %s: cancel its maintenance first", vm.Name, row.Volume, row.Pool, row.State)
 }
 
 func stopVirtualMachine(c *Call) (any, error) {

@@ -73,16 +73,63 @@ func CancelHostMaintenance(ctx workflow.Context, in HostMaintenanceInput) (JobOu
 	})
 }
 
-// maxParallelMigrations bounds the live migrations one evacuation runs at
-// once (each moves a VM's memory over the network).
-const maxParallelMigrations = 4
+// maxParallelVMJobs bounds the VM jobs one maintenance job runs at once
+// (a live migration moves a VM's memory over the network).
+const maxParallelVMJobs = 4
+
+// vmChildJob is one VM job a maintenance job runs as a child workflow.
+type vmChildJob struct {
+	JobID, VMUUID, VMName string
+	Command, Summary      string // memo, as the API sets it on the jobs it starts
+	Workflow              any
+	Input                 VMOpInput
+}
+
+// runVMJobs runs VM jobs as child workflows whose IDs are their job ids
+// (their rows written already), at most maxParallelVMJobs at once, and
+// returns the VMs whose job failed, with the reason. Each job is a job of
+// its own: it finishes (or undoes itself) whatever becomes of its parent.
+func runVMJobs(ctx workflow.Context, jobs []vmChildJob) []activities.VMRefusal {
+	var bad []activities.VMRefusal
+	sel := workflow.NewSelector(ctx)
+	next, running := 0, 0
+	start := func() {
+		j := jobs[next]
+		next++
+		running++
+		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+			WorkflowID:            j.JobID,
+			WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+			ParentClosePolicy:     enums.PARENT_CLOSE_POLICY_ABANDON,
+			Memo:                  map[string]any{"command": j.Command, "resource": "VirtualMachine " + j.VMUUID, "summary": j.Summary},
+		})
+		f := workflow.ExecuteChildWorkflow(cctx, j.Workflow, j.Input)
+		sel.AddFuture(f, func(f workflow.Future) {
+			running--
+			if err := f.Get(ctx, nil); err != nil {
+				_, reason := vmFailure(err)
+				bad = append(bad, activities.VMRefusal{VMUUID: j.VMUUID, VMName: j.VMName, Reason: reason})
+			}
+		})
+	}
+	for next < len(jobs) && running < maxParallelVMJobs {
+		start()
+	}
+	for running > 0 {
+		sel.Select(ctx)
+		for next < len(jobs) && running < maxParallelVMJobs {
+			start()
+		}
+	}
+	return bad
+}
 
 // evacuateHost is PrepareHostForMaintenance's evacuation (version 1 of
 // host-maint-live-migrate): VMEvacuateBegin plans every running VM's
 // target in the cluster and reserves it all at once, or refuses when some
 // VM cannot move, moving none; each move then runs as the VM's own
 // migrateVirtualMachine job (MigrateVM as a child workflow whose ID is its
-// job id), a few at a time. A migration that fails leaves its VM Running
+// job id), a few at a time (runVMJobs). A migration that fails leaves its VM Running
 // where it was (MigrateVM's own undo); the VMs moved stay moved. Then the
 // host must hold no running VM.
 func evacuateHost(ctx workflow.Context, in HostMaintenanceInput, ref activities.HostRef) (JobOutcome, error) {
@@ -112,40 +159,13 @@ func evacuateHost(ctx workflow.Context, in HostMaintenanceInput, ref activities.
 		return failed(cserr.InsufficientCap, fmt.Sprintf("%d virtual machine(s) cannot be migrated off it, so none was: %s",
 			len(plan.Refused), activities.RefusalText(plan.Refused)))
 	}
-	var bad []activities.VMRefusal
-	sel := workflow.NewSelector(ctx)
-	next, running := 0, 0
-	start := func() {
-		m := plan.Moves[next]
-		next++
-		running++
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID:            m.JobID,
-			WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-			// The migration is a job of its own: it finishes (or undoes
-			// itself) whatever becomes of this one.
-			ParentClosePolicy: enums.PARENT_CLOSE_POLICY_ABANDON,
-			Memo: map[string]any{"command": "migrateVirtualMachine", "resource": "VirtualMachine " + m.VMUUID,
-				"summary": "migrate VM " + m.VMName + " to host " + m.TargetHostName + " (maintenance of host " + ref.Name + ")"},
-		})
-		f := workflow.ExecuteChildWorkflow(cctx, MigrateVM, VMOpInput{VMUUID: m.VMUUID, TargetHostUUID: m.TargetHostUUID, Actor: in.Actor})
-		sel.AddFuture(f, func(f workflow.Future) {
-			running--
-			if err := f.Get(ctx, nil); err != nil {
-				_, reason := vmFailure(err)
-				bad = append(bad, activities.VMRefusal{VMUUID: m.VMUUID, VMName: m.VMName, Reason: reason})
-			}
-		})
+	jobs := make([]vmChildJob, len(plan.Moves))
+	for i, m := range plan.Moves {
+		jobs[i] = vmChildJob{JobID: m.JobID, VMUUID: m.VMUUID, VMName: m.VMName, Command: "migrateVirtualMachine",
+			Summary:  "migrate VM " + m.VMName + " to host " + m.TargetHostName + " (maintenance of host " + ref.Name + ")",
+			Workflow: MigrateVM, Input: VMOpInput{VMUUID: m.VMUUID, TargetHostUUID: m.TargetHostUUID, Actor: in.Actor}}
 	}
-	for next < len(plan.Moves) && running < maxParallelMigrations {
-		start()
-	}
-	for running > 0 {
-		sel.Select(ctx)
-		for next < len(plan.Moves) && running < maxParallelMigrations {
-			start()
-		}
-	}
+	bad := runVMJobs(ctx, jobs)
 	if len(bad) > 0 {
 		return failed(cserr.ResourceUnavailable, fmt.Sprintf("%d of %d virtual machine(s) could not be migrated off it (they run there still): %s",
 			len(bad), len(plan.Moves), activities.RefusalText(bad)))

@@ -90,8 +90,8 @@ func TestPrepareHostForMaintenanceMigratesEveryVM(t *testing.T) {
 			t.Errorf("migration %+v has no target", m)
 		}
 	}
-	if s.parallel > maxParallelMigrations {
-		t.Errorf("%d migrations at once, want at most %d", s.parallel, maxParallelMigrations)
+	if s.parallel > maxParallelVMJobs {
+		t.Errorf("%d migrations at once, want at most %d", s.parallel, maxParallelVMJobs)
 	}
 	if len(s.ends) != 1 || s.ends[0].Failed {
 		t.Fatalf("ends %+v, want one success", s.ends)

@@ -65,8 +65,6 @@ func fakeMaintActivities(w worker.Worker, failAt string) {
 		}
 		return nil
 	}
-	reg("JobStart", func(context.Context, activities.JobStartInput) error { return nil })
-	reg("JobComplete", func(context.Context, activities.JobCompleteInput) error { return nil })
 	reg("HostMaintenanceBegin", func(context.Context, activities.HostMaintenanceInput) (activities.HostRef, error) {
 		return activities.HostRef{HostID: 1, HostUUID: "host-1", Name: "h1"}, refuse("HostMaintenanceBegin")
 	})
@@ -99,15 +97,16 @@ func fakeMaintActivities(w worker.Worker, failAt string) {
 			{VMUUID: "vm-2", VMName: "web2", TargetHostUUID: "host-3", TargetHostName: "h3", JobID: uuid.NewString()},
 		}}, nil
 	})
-	reg("VMMigrateReserve", func(context.Context, activities.VMMigrateInput) error { return nil })
-	reg("VMMigrateOnHost", func(_ context.Context, in activities.VMMigrateInput) error {
-		if failAt == "VMMigrateOnHost" && in.VMUUID == "vm-2" {
-			return temporal.NewNonRetryableApplicationError("recorded failure of VMMigrateOnHost", "Invalid", nil)
+	reg("PoolStopVMsBegin", func(context.Context, activities.PoolVMsInput) (activities.PoolVMsPlan, error) {
+		if failAt == "PoolStopVMsBegin" {
+			return activities.PoolVMsPlan{Refused: []activities.VMRefusal{{VMUUID: "vm-1", VMName: "web1", Reason: "recorded refusal"}}}, nil
 		}
-		return nil
+		return activities.PoolVMsPlan{Jobs: []activities.PoolVMJob{{VMUUID: "vm-1", VMName: "web1", JobID: uuid.NewString()}}}, nil
 	})
-	reg("VMMigrateFinish", func(context.Context, activities.VMMigrateInput) error { return nil })
-	reg("VMMigrateAbort", func(context.Context, activities.VMMigrateInput) error { return nil })
+	reg("PoolStartVMsBegin", func(context.Context, activities.PoolVMsInput) (activities.PoolVMsPlan, error) {
+		return activities.PoolVMsPlan{Jobs: []activities.PoolVMJob{{VMUUID: "vm-1", VMName: "web1", JobID: uuid.NewString()}}}, nil
+	})
+	reg("PoolWorkClear", func(context.Context, activities.PoolWorkClearInput) error { return nil })
 	reg("MaintStuckVMs", func(context.Context, activities.MaintStuckInput) ([]string, error) { return nil, nil })
 	reg("VMSettle", func(context.Context, activities.VMRefInput) (string, error) { return "Running", nil })
 }
@@ -133,6 +132,13 @@ var maintRuns = []maintRun{
 	{file: "maint_host_prepare_v1.json", wf: PrepareHostForMaintenance, input: HostMaintenanceInput{HostUUID: "host-1"}},
 	{file: "maint_host_prepare_v1_refused.json", wf: PrepareHostForMaintenance, input: HostMaintenanceInput{HostUUID: "host-1"}, failAt: "VMEvacuateBegin", fails: true},
 	{file: "maint_host_prepare_v1_migrate_fails.json", wf: PrepareHostForMaintenance, input: HostMaintenanceInput{HostUUID: "host-1"}, failAt: "VMMigrateOnHost", fails: true},
+	// pool-maint-stop-vms and pool-maint-restart-vms (version 1): the VMs
+	// using the pool are stopped by StopVM child jobs, and started again
+	// by StartVM child jobs when the maintenance is cancelled.
+	{file: "maint_pool_enable_v1.json", wf: EnableStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}},
+	{file: "maint_pool_enable_v1_refused.json", wf: EnableStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}, failAt: "PoolStopVMsBegin", fails: true},
+	{file: "maint_pool_enable_v1_stop_fails.json", wf: EnableStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}, failAt: "VMStopOnHost", fails: true},
+	{file: "maint_pool_cancel_v1.json", wf: CancelStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}},
 }
 
 func TestMaintHistoriesRecordAndReplay(t *testing.T) {
@@ -152,6 +158,7 @@ func TestMaintHistoriesRecordAndReplay(t *testing.T) {
 					w.RegisterWorkflow(wf)
 				}
 				fakeMaintActivities(w, r.failAt)
+				fakeVMActivities(w, r.failAt, false)
 			}, maintReplayer(t), r.file, r.wf, r.input, r.fails)
 		})
 	}
