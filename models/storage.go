@@ -287,8 +287,9 @@ type StoragePoolWork struct {
 }
 
 // PoolOrphan is a disk the reconciler found on a primary pool with no
-// volume row and no template copy row: reported once when first seen, and
-// deleted after storage.orphan.cleanup.delay when that setting is above 0.
+// volume row and no template copy row: reported once, when a second scan
+// still finds it so (a disk being created is not reported), and deleted
+// after storage.orphan.cleanup.delay seconds when that setting is above 0.
 // The row goes when the disk does (or when a row claims it again).
 type PoolOrphan struct {
 	bun.BaseModel `bun:"table:pool_orphans"`
@@ -298,4 +299,5 @@ type PoolOrphan struct {
 	SizeBytes     int64     `bun:"size_bytes,notnull"`
 	FirstSeen     time.Time `bun:"first_seen,notnull"`
 	LastSeen      time.Time `bun:"last_seen,notnull"`
+	Reported      bool      `bun:"reported,notnull"`
 }

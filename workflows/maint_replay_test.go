@@ -107,6 +107,16 @@ func fakeMaintActivities(w worker.Worker, failAt string) {
 		return activities.PoolVMsPlan{Jobs: []activities.PoolVMJob{{VMUUID: "vm-1", VMName: "web1", JobID: uuid.NewString()}}}, nil
 	})
 	reg("PoolWorkClear", func(context.Context, activities.PoolWorkClearInput) error { return nil })
+	reg("MaintReconcilePools", func(context.Context, activities.MaintHostsInput) (activities.MaintPoolsPage, error) {
+		return activities.MaintPoolsPage{Pools: []activities.MaintPool{{ID: 1, UUID: "pool-1", Name: "p1"}}}, nil
+	})
+	reg("MaintScanPool", func(_ context.Context, p activities.MaintPool) (activities.MaintPoolScan, error) {
+		return activities.MaintPoolScan{Pool: p, Reachable: true, CleanupDelay: 60,
+			Orphans: []activities.MaintDisk{{Path: "disk-9", SizeBytes: 1 << 30, Seen: true, AgeSeconds: 120}}}, nil
+	})
+	reg("MaintPoolApply", func(context.Context, activities.MaintPoolApplyInput) (activities.MaintApplyResult, error) {
+		return activities.MaintApplyResult{Reported: 1, Repaired: 1}, nil
+	})
 	reg("MaintStuckVMs", func(context.Context, activities.MaintStuckInput) ([]string, error) { return nil, nil })
 	reg("VMSettle", func(context.Context, activities.VMRefInput) (string, error) { return "Running", nil })
 }
@@ -139,6 +149,8 @@ var maintRuns = []maintRun{
 	{file: "maint_pool_enable_v1_refused.json", wf: EnableStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}, failAt: "PoolStopVMsBegin", fails: true},
 	{file: "maint_pool_enable_v1_stop_fails.json", wf: EnableStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}, failAt: "VMStopOnHost", fails: true},
 	{file: "maint_pool_cancel_v1.json", wf: CancelStorageMaintenance, input: StoragePoolInput{PoolUUID: "pool-1"}},
+	// reconcile-pool-orphans (version 1): pools are scanned for orphan disks.
+	{file: "maint_reconcile_v1.json", wf: MaintReconcile, input: MaintReconcileInput{}},
 }
 
 func TestMaintHistoriesRecordAndReplay(t *testing.T) {
