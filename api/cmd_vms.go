@@ -160,6 +160,7 @@ func init() {
 				Param{Name: "networkid", Type: TUUID, Description: "VMs with a NIC on this network"},
 				Param{Name: "affinitygroupid", Type: TUUID, Description: "VMs in this affinity group"},
 				Param{Name: "keypair", Type: TString, Description: "VMs with this SSH key pair"},
+				Param{Name: "userdata", Type: TBoolean, Description: "show the VMs' user data (not shown by default)"},
 				Param{Name: "hypervisor", Type: TString, Description: "the hypervisor type"},
 				Param{Name: "haenable", Type: TBoolean, Description: "HA enabled or not"},
 				Param{Name: "displayvm", Type: TBoolean, Description: "shown to end users or not"},
@@ -204,7 +205,7 @@ var vmFields = []Field{
 	{"cpunumber", "integer", "vCPUs"}, {"cpuspeed", "integer", "MHz per vCPU"}, {"memory", "integer", "memory, MiB"},
 	{"nic", "list", "NICs: ipaddress, macaddress, networkid, networkname, isdefault, gateway, netmask"},
 	{"hypervisor", "string", "the hypervisor type"}, {"instancename", "string", "the internal name (admins)"},
-	{"rootdevicetype", "string", "ROOT"}, {"keypairs", "string", "SSH key pairs"}, {"affinitygroup", "list", "affinity groups"},
+	{"rootdevicetype", "string", "ROOT"}, {"keypairs", "string", "SSH key pairs"}, {"userdata", "string", "base64 user data (with userdata=true)"}, {"affinitygroup", "list", "affinity groups"},
 	{"tags", "list", "tags"}, {"haenable", "boolean", "HA enabled"},
 }
 
@@ -300,6 +301,7 @@ type VMView struct {
 	DisplayVM             bool              `json:"displayvm"`
 	IsDynamicallyScalable bool              `json:"isdynamicallyscalable"`
 	KeyPairs              string            `json:"keypairs,omitempty"`
+	UserData              string            `json:"userdata,omitempty"` // listVirtualMachines userdata=true only
 	Tags                  []VMTagView       `json:"tags"`
 	PoolType              string            `json:"pooltype,omitempty"`
 	BootMode              string            `json:"bootmode"`
@@ -1686,8 +1688,14 @@ func listVirtualMachines(c *Call) (any, error) {
 	}
 	admin := c.Caller.IsAdmin()
 	var vms []models.VMInstance
-	// User data (up to 1 MiB a VM) is not shown in lists: not read either.
-	q := c.S.DB.NewSelect().Model(&vms).ExcludeColumn("user_data", "vnc_password").Where("vm_instance.type = ?", models.VMTypeUser).
+	// User data (up to 1 MiB a VM) is shown only when asked for, as
+	// CloudStack does (userdata=true): else it is not read either.
+	withUserData := c.Bool("userdata", false)
+	hidden := []string{"user_data", "vnc_password"}
+	if withUserData {
+		hidden = hidden[1:]
+	}
+	q := c.S.DB.NewSelect().Model(&vms).ExcludeColumn(hidden...).Where("vm_instance.type = ?", models.VMTypeUser).
 		Apply(scope.Modifier("vm_instance.account_id", "vm_instance.domain_id"))
 	if c.Has("id") {
 		q = q.Where("vm_instance.uuid = ?", c.Str("id"))
@@ -1762,6 +1770,11 @@ func listVirtualMachines(c *Call) (any, error) {
 	views, err := vmViews(c.Ctx, c.S.DB, vms, admin)
 	if err != nil {
 		return nil, err
+	}
+	if withUserData {
+		for i := range views {
+			views[i].UserData = vms[i].UserData
+		}
 	}
 	return List{Key: "virtualmachine", Count: n, Items: views}, nil
 }
