@@ -33,9 +33,8 @@ func PrepareHostForMaintenance(ctx workflow.Context, in HostMaintenanceInput) (J
 		if workflow.GetVersion(ctx, "host-maint-live-migrate", workflow.DefaultVersion, 1) >= 1 {
 			return evacuateHost(ctx, in, ref)
 		}
-		// Evacuation: a no-op step until the VM workflows (issue 5) make it
-		// live-migrate the host's VMs; it is in the history already so that
-		// filling it in changes no workflow shape.
+		// Before host-maint-live-migrate the evacuation step only counted
+		// the host's VMs: jobs started then replay through here.
 		evacuate := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			StartToCloseTimeout: time.Hour,
 			HeartbeatTimeout:    time.Minute,
