@@ -132,10 +132,20 @@ func (a *Maintenance) MaintScanPool(ctx context.Context, in MaintPool) (MaintPoo
 		byPath[k.Path] = k
 	}
 	now := models.Now()
+	// A template copy other disks are overlays of is in use, rows or not.
+	backs := map[string]bool{}
+	for _, d := range disks {
+		if d.BackingPath != "" {
+			backs[d.BackingPath] = true
+		}
+	}
 	orphan := map[string]bool{}
 	for i, d := range disks {
 		if i%100 == 0 {
 			activity.RecordHeartbeat(ctx, i)
+		}
+		if backs[d.Path] {
+			continue
 		}
 		claimed, err := poolDiskClaimed(ctx, a.DB, p.ID, d.Path)
 		if err != nil {
@@ -234,7 +244,11 @@ func (a *Maintenance) MaintPoolApply(ctx context.Context, in MaintPoolApplyInput
 				return res, err
 			}
 			if err := drv.DeleteVolume(ctx, desc, d.Path); err != nil {
-				return res, volDriverFailure(err)
+				// One disk the pool will not delete must not fail every
+				// run: it stays reported, and the next run tries again.
+				activity.GetLogger(ctx).Warn("cannot delete an orphan disk", "pool", p.UUID, "path", d.Path, "err", err)
+				res.Skipped++
+				continue
 			}
 			refreshPoolUsed(ctx, a.DB, drv, desc, p.ID)
 			err = a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
