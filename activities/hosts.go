@@ -712,10 +712,10 @@ type HostEvacuateResult struct {
 	Pending int64 // VMs still on the host
 }
 
-// HostEvacuate is the step that moves the host's VMs away before
-// maintenance. It does nothing yet: live-migrating VMs comes with the VM
-// workflows (issue 5), which fill it in. It only counts the VMs still on
-// the host so that the job can say so.
+// HostEvacuate counts the VMs still holding the host. Maintenance jobs
+// started before the evacuation was built ran it as their (empty)
+// evacuation step; the evacuation now ends with it as a check that the
+// host was emptied (VMEvacuateBegin and the migrations do the moving).
 func (a *Hosts) HostEvacuate(ctx context.Context, in HostMaintenanceInput) (HostEvacuateResult, error) {
 	var h models.Host
 	if err := a.DB.NewSelect().Model(&h).Column("id").Where("uuid = ?", in.HostUUID).Limit(1).Scan(ctx); err != nil {
@@ -730,18 +730,24 @@ func (a *Hosts) HostEvacuate(ctx context.Context, in HostMaintenanceInput) (Host
 // HostMaintenanceEndInput ends a prepareHostForMaintenance job.
 type HostMaintenanceEndInput struct {
 	HostUUID string
-	// Failed leaves the host in ErrorInPrepareForMaintenance with Reason.
-	Failed bool
-	Reason string
-	Actor  Actor
+	// Failed leaves the host in ErrorInPrepareForMaintenance with Reason,
+	// or in ErrorInMaintenance when UnableToMigrate (CloudStack's state
+	// for a host whose VMs could not all be migrated away).
+	Failed          bool
+	UnableToMigrate bool
+	Reason          string
+	Actor           Actor
 }
 
 // HostMaintenanceEnd moves PrepareForMaintenance to Maintenance (or, when
-// evacuation failed, to ErrorInPrepareForMaintenance).
+// evacuation failed, to ErrorInPrepareForMaintenance or ErrorInMaintenance).
 func (a *Hosts) HostMaintenanceEnd(ctx context.Context, in HostMaintenanceEndInput) error {
 	to, level, desc := models.ResourceMaintenance, "INFO", "Host %s is in maintenance"
 	if in.Failed {
 		to, level, desc = models.ResourceErrorInPrepareForMaint, "ERROR", "Host %s could not enter maintenance: "+in.Reason
+		if in.UnableToMigrate {
+			to = models.ResourceErrorInMaintenance
+		}
 	}
 	return a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var h models.Host

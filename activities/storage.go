@@ -465,19 +465,36 @@ type PoolMaintenanceEndInput struct {
 	PoolUUID string
 	Failed   bool
 	Reason   string
-	Actor    Actor
+	// UnableToStop sends a failed pool to ErrorInMaintenance (CloudStack's
+	// state for a pool whose VMs could not all be stopped).
+	UnableToStop bool
+	// StoppedVMs names the VMs the maintenance stopped, for the event.
+	StoppedVMs []string
+	Actor      Actor
 }
 
 // PoolMaintenanceEnd moves PrepareForMaintenance to Maintenance (or
-// ErrorInPrepareForMaintenance when evacuation failed).
+// ErrorInPrepareForMaintenance / ErrorInMaintenance when evacuation
+// failed). It forgets the VMs recorded as stopped by the maintenance that
+// are not Stopped (their stop failed): cancelling starts only the others.
 func (a *Storage) PoolMaintenanceEnd(ctx context.Context, in PoolMaintenanceEndInput) error {
-	to, level, desc := models.PoolMaintenance, "INFO", "Primary storage %s is in maintenance"
+	to, level, desc, more := models.PoolMaintenance, "INFO", "Primary storage %s is in maintenance", ""
+	if len(in.StoppedVMs) > 0 {
+		more = "; stopped the virtual machines using it: " + strings.Join(in.StoppedVMs, ", ")
+	}
 	if in.Failed {
-		to, level, desc = models.PoolErrorInPrepareForMaintenance, "ERROR", "Primary storage %s could not enter maintenance: "+in.Reason
+		to, level, desc, more = models.PoolErrorInPrepareForMaintenance, "ERROR", "Primary storage %s could not enter maintenance: ", in.Reason
+		if in.UnableToStop {
+			to = models.PoolErrorInMaintenance
+		}
 	}
 	return a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		p, err := loadPool(ctx, tx, in.PoolUUID)
 		if err != nil {
+			return err
+		}
+		if _, err := tx.NewDelete().Model((*models.StoragePoolWork)(nil)).Where("pool_id = ?", p.ID).
+			Where("vm_id NOT IN (SELECT id FROM vm_instances WHERE state = ?)", models.VMStopped).Exec(ctx); err != nil {
 			return err
 		}
 		if p.State != to {
@@ -487,7 +504,7 @@ func (a *Storage) PoolMaintenanceEnd(ctx context.Context, in PoolMaintenanceEndI
 		}
 		return WriteEvent(ctx, tx, activityEvent(ctx, EventInput{
 			Actor: in.Actor, Type: "MAINT.PREPARE.PS", Level: level, ResourceType: "StoragePool", ResourceUUID: p.UUID,
-			Description: fmt.Sprintf(desc, p.Name),
+			Description: fmt.Sprintf(desc, p.Name) + more,
 		}))
 	})
 }
@@ -605,6 +622,11 @@ func RemovePool(ctx context.Context, tx bun.IDB, p *models.StoragePool, actor Ac
 	}
 	if _, err := tx.NewDelete().Model((*models.TemplatePoolRef)(nil)).Where("pool_id = ?", p.ID).Exec(ctx); err != nil {
 		return err
+	}
+	for _, m := range []any{(*models.StoragePoolWork)(nil), (*models.PoolOrphan)(nil)} {
+		if _, err := tx.NewDelete().Model(m).Where("pool_id = ?", p.ID).Exec(ctx); err != nil {
+			return err
+		}
 	}
 	if err := DeleteCapacity(ctx, tx, p.ID, poolCapacityTypes(p)...); err != nil {
 		return err

@@ -1016,6 +1016,11 @@ func (a *VMs) vmSpec(ctx context.Context, vm *models.VMInstance) (hypervisor.VMS
 	spec := hypervisor.VMSpec{Name: vm.InstanceName, UUID: vm.UUID, DisplayName: vm.DisplayName, VCPUs: vm.CPU, MHz: vm.Speed,
 		MemoryBytes: vmMemBytes(vm), UserData: vm.UserData, ConsolePassword: vm.VNCPassword,
 		Metadata: map[string]string{"account": strconv.FormatInt(vm.AccountID, 10)}}
+	if keys, err := vmPublicKeys(ctx, a.DB, vm); err != nil {
+		return spec, err
+	} else if keys != "" {
+		spec.Metadata["public-keys"] = keys
+	}
 	if vm.OSTypeID != 0 {
 		var os models.OSType
 		if err := a.DB.NewSelect().Model(&os).Column("display_name").Where("id = ?", vm.OSTypeID).WhereAllWithDeleted().Limit(1).Scan(ctx); err == nil {
@@ -1059,6 +1064,33 @@ func (a *VMs) vmSpec(ctx context.Context, vm *models.VMInstance) (hypervisor.VMS
 			Gateway: n.Gateway, DeviceID: n.DeviceID, Model: "virtio", Default: n.DefaultNic})
 	}
 	return spec, nil
+}
+
+// vmPublicKeys are the public keys of the VM's SSH key pairs, one a line
+// in the order the deploy named them: the metadata a guest's cloud-init
+// reads as public-keys (CloudStack serves them from the virtual router or
+// a config drive). A key pair deleted since is left out.
+func vmPublicKeys(ctx context.Context, db bun.IDB, vm *models.VMInstance) (string, error) {
+	names := vmTagList(vm.KeyPairs)
+	if len(names) == 0 {
+		return "", nil
+	}
+	var pairs []models.SSHKeyPair
+	if err := db.NewSelect().Model(&pairs).Column("keypair_name", "public_key").
+		Where("account_id = ? AND keypair_name IN (?)", vm.AccountID, bun.In(names)).Scan(ctx); err != nil {
+		return "", err
+	}
+	byName := map[string]string{}
+	for _, p := range pairs {
+		byName[p.Name] = strings.TrimSpace(p.PublicKey)
+	}
+	var keys []string
+	for _, n := range names {
+		if k := byName[n]; k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return strings.Join(keys, "\n"), nil
 }
 
 // VMDefineStart defines the VM on the host it was placed on and powers it

@@ -1189,6 +1189,9 @@ type VolumeMigrateState struct {
 	SrcPoolID int64
 	SrcPath   string
 	DstPoolID int64
+	// Live: the volume is the disk of a running VM, moved while it runs
+	// (the pool driver's MigrateVolumeLive through the VM's host).
+	Live bool
 }
 
 // VolumeMigrateBegin checks the migration and moves the volume Ready >
@@ -1209,6 +1212,13 @@ func (a *Volumes) VolumeMigrateBegin(ctx context.Context, in VolumeMigrateInput)
 			return err
 		}
 		st = VolumeMigrateState{SrcPoolID: v.PoolID, SrcPath: v.Path, DstPoolID: dst.ID}
+		if in.Live && v.InstanceID != 0 {
+			var vm models.VMInstance
+			if err := tx.NewSelect().Model(&vm).Column("state").Where("id = ?", v.InstanceID).Limit(1).Scan(ctx); err != nil {
+				return models.NotFound(err, "virtual machine")
+			}
+			st.Live = vm.State == models.VMRunning
+		}
 		if v.State == models.VolumeMigrating {
 			return nil
 		}
@@ -1224,9 +1234,11 @@ func (a *Volumes) VolumeMigrateBegin(ctx context.Context, in VolumeMigrateInput)
 	return st, err
 }
 
-// CheckMigrate says whether a volume may move to pool dst now. Live
-// migration (a running VM's disk) needs a driver that can; none can yet,
-// so the VM must be stopped.
+// CheckMigrate says whether a volume may move to pool dst now. The disk
+// of a running VM moves only with live (livemigrate=true), to a pool its
+// host reaches; whether the pool driver can do it shows when the job runs
+// (VolumeMigrateCopy: a driver that cannot fails the job, the volume back
+// where it was).
 func CheckMigrate(ctx context.Context, db bun.IDB, v *models.Volume, dst *models.StoragePool, live bool) error {
 	switch {
 	case v.State != models.VolumeReady || v.PoolID == 0:
@@ -1256,7 +1268,6 @@ func CheckMigrate(ctx context.Context, db bun.IDB, v *models.Volume, dst *models
 			if !live {
 				return volFail(cserr.ParamError, "Virtual machine %s is running: stop it, or pass livemigrate=true", vm.Name)
 			}
-			return volFail(cserr.UnsupportedAction, "Live migration of volumes is not supported by the %s storage driver; stop virtual machine %s first", src.HypervisorType, vm.Name)
 		default:
 			return volFail(cserr.ParamError, "Virtual machine %s is %s; its volumes migrate while it is Stopped", vm.Name, vm.State)
 		}
@@ -1291,14 +1302,51 @@ func (a *Volumes) VolumeMigrateCopy(ctx context.Context, in VolumeMigrateState) 
 	if err != nil {
 		return "", err
 	}
-	made, err := callHeartbeating(ctx, func(ctx context.Context) (storage.Volume, error) {
+	copyFn := func(ctx context.Context) (storage.Volume, error) {
 		return drv.CopyVolume(ctx, sdesc, in.SrcPath, ddesc, storage.VolumeSpec{Path: in.SrcPath}, heartbeatProgress(ctx))
-	})
+	}
+	if in.Live {
+		h, ref, err := a.liveDiskHost(ctx, in)
+		if err != nil {
+			return "", err
+		}
+		copyFn = func(ctx context.Context) (storage.Volume, error) {
+			return drv.MigrateVolumeLive(ctx, sdesc, in.SrcPath, ddesc, storage.VolumeSpec{Path: in.SrcPath}, h, ref, heartbeatProgress(ctx))
+		}
+	}
+	made, err := callHeartbeating(ctx, copyFn)
+	if in.Live && errors.Is(err, storage.ErrNotSupported) {
+		return "", volFail(cserr.UnsupportedAction, "Live migration of volumes is not supported by the %s storage driver; stop the virtual machine and migrate the volume then", src.HypervisorType)
+	}
 	if err != nil {
 		return "", volDriverFailure(err)
 	}
 	refreshPoolUsed(ctx, a.DB, drv, ddesc, dst.ID)
 	return made.Path, nil
+}
+
+// liveDiskHost finds the running VM whose disk a live migration moves,
+// and its host.
+func (a *Volumes) liveDiskHost(ctx context.Context, in VolumeMigrateState) (hypervisor.Host, hypervisor.VMRef, error) {
+	var vm models.VMInstance
+	err := a.DB.NewSelect().Model(&vm).Column("uuid", "name", "instance_name", "state", "host_id").
+		Where("id = (SELECT instance_id FROM volumes WHERE pool_id = ? AND path = ? AND removed IS NULL LIMIT 1)", in.SrcPoolID, in.SrcPath).
+		Limit(1).Scan(ctx)
+	if err != nil {
+		return hypervisor.Host{}, hypervisor.VMRef{}, models.NotFound(err, "virtual machine of the volume")
+	}
+	if vm.State != models.VMRunning || vm.HostID == 0 {
+		return hypervisor.Host{}, hypervisor.VMRef{}, volFail(cserr.ParamError, "Virtual machine %s is %s: its volume was to move while it runs", vm.Name, vm.State)
+	}
+	var h models.Host
+	if err := a.DB.NewSelect().Model(&h).Where("id = ?", vm.HostID).Limit(1).Scan(ctx); err != nil {
+		return hypervisor.Host{}, hypervisor.VMRef{}, models.NotFound(err, "host")
+	}
+	desc, err := hostDescriptor(ctx, a.DB, &h)
+	if err != nil {
+		return hypervisor.Host{}, hypervisor.VMRef{}, err
+	}
+	return desc, hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID}, nil
 }
 
 // VolumeMigrateSwitchInput switches a volume to its copy.

@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -158,6 +160,7 @@ func init() {
 				Param{Name: "networkid", Type: TUUID, Description: "VMs with a NIC on this network"},
 				Param{Name: "affinitygroupid", Type: TUUID, Description: "VMs in this affinity group"},
 				Param{Name: "keypair", Type: TString, Description: "VMs with this SSH key pair"},
+				Param{Name: "userdata", Type: TBoolean, Description: "show the VMs' user data (not shown by default)"},
 				Param{Name: "hypervisor", Type: TString, Description: "the hypervisor type"},
 				Param{Name: "haenable", Type: TBoolean, Description: "HA enabled or not"},
 				Param{Name: "displayvm", Type: TBoolean, Description: "shown to end users or not"},
@@ -202,7 +205,7 @@ var vmFields = []Field{
 	{"cpunumber", "integer", "vCPUs"}, {"cpuspeed", "integer", "MHz per vCPU"}, {"memory", "integer", "memory, MiB"},
 	{"nic", "list", "NICs: ipaddress, macaddress, networkid, networkname, isdefault, gateway, netmask"},
 	{"hypervisor", "string", "the hypervisor type"}, {"instancename", "string", "the internal name (admins)"},
-	{"rootdevicetype", "string", "ROOT"}, {"keypairs", "string", "SSH key pairs"}, {"affinitygroup", "list", "affinity groups"},
+	{"rootdevicetype", "string", "ROOT"}, {"keypairs", "string", "SSH key pairs"}, {"userdata", "string", "base64 user data (with userdata=true)"}, {"affinitygroup", "list", "affinity groups"},
 	{"tags", "list", "tags"}, {"haenable", "boolean", "HA enabled"},
 }
 
@@ -298,6 +301,7 @@ type VMView struct {
 	DisplayVM             bool              `json:"displayvm"`
 	IsDynamicallyScalable bool              `json:"isdynamicallyscalable"`
 	KeyPairs              string            `json:"keypairs,omitempty"`
+	UserData              string            `json:"userdata,omitempty"` // listVirtualMachines userdata=true only
 	Tags                  []VMTagView       `json:"tags"`
 	PoolType              string            `json:"pooltype,omitempty"`
 	BootMode              string            `json:"bootmode"`
@@ -1297,10 +1301,36 @@ func startVirtualMachine(c *Call) (any, error) {
 			return nil, err
 		}
 	}
+	if err := c.vmPoolsUsable(vm); err != nil {
+		return nil, err
+	}
 	return c.vmJob(vm, []string{models.VMStopped}, models.VMStarting, JobSpec{
 		Workflow: workflows.StartVM, Input: workflows.VMOpInput{VMUUID: vm.UUID, Pins: pins, Actor: actorOf(c.Caller)},
 		Summary: "start VM " + vm.Name,
 	})
+}
+
+// vmPoolsUsable refuses to start a VM with a volume on primary storage in
+// (or failing to enter) maintenance: cancelStorageMaintenance starts the
+// VMs the maintenance stopped.
+func (c *Call) vmPoolsUsable(vm *models.VMInstance) error {
+	var row struct {
+		Volume string `bun:"volume"`
+		Pool   string `bun:"pool"`
+		State  string `bun:"state"`
+	}
+	err := c.S.DB.NewSelect().TableExpr("volumes AS v").ColumnExpr("v.name AS volume, p.name AS pool, p.state AS state").
+		Join("JOIN storage_pools AS p ON p.id = v.pool_id").
+		Where("v.instance_id = ? AND v.removed IS NULL AND v.state NOT IN (?)", vm.ID, bun.In([]string{models.VolumeDestroy, models.VolumeExpunging, models.VolumeExpunged})).
+		Where("p.state IN (?)", bun.In([]string{models.PoolPrepareForMaintenance, models.PoolMaintenance, models.PoolErrorInMaintenance, models.PoolErrorInPrepareForMaintenance})).
+		Limit(1).Scan(c.Ctx, &row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return cserr.Param("Virtual machine %s has volume %s on primary storage %s, which is %s: cancel its maintenance first", vm.Name, row.Volume, row.Pool, row.State)
 }
 
 func stopVirtualMachine(c *Call) (any, error) {
@@ -1658,8 +1688,14 @@ func listVirtualMachines(c *Call) (any, error) {
 	}
 	admin := c.Caller.IsAdmin()
 	var vms []models.VMInstance
-	// User data (up to 1 MiB a VM) is not shown in lists: not read either.
-	q := c.S.DB.NewSelect().Model(&vms).ExcludeColumn("user_data", "vnc_password").Where("vm_instance.type = ?", models.VMTypeUser).
+	// User data (up to 1 MiB a VM) is shown only when asked for, as
+	// CloudStack does (userdata=true): else it is not read either.
+	withUserData := c.Bool("userdata", false)
+	hidden := []string{"user_data", "vnc_password"}
+	if withUserData {
+		hidden = hidden[1:]
+	}
+	q := c.S.DB.NewSelect().Model(&vms).ExcludeColumn(hidden...).Where("vm_instance.type = ?", models.VMTypeUser).
 		Apply(scope.Modifier("vm_instance.account_id", "vm_instance.domain_id"))
 	if c.Has("id") {
 		q = q.Where("vm_instance.uuid = ?", c.Str("id"))
@@ -1734,6 +1770,11 @@ func listVirtualMachines(c *Call) (any, error) {
 	views, err := vmViews(c.Ctx, c.S.DB, vms, admin)
 	if err != nil {
 		return nil, err
+	}
+	if withUserData {
+		for i := range views {
+			views[i].UserData = vms[i].UserData
+		}
 	}
 	return List{Key: "virtualmachine", Count: n, Items: views}, nil
 }

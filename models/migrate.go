@@ -41,6 +41,8 @@ func Tables() []any {
 		(*Snapshot)(nil),
 		(*SnapshotStoreRef)(nil),
 		(*SnapshotPolicy)(nil),
+		(*StoragePoolWork)(nil),
+		(*PoolOrphan)(nil),
 		// network.go
 		(*PhysicalNetwork)(nil),
 		(*PhysicalNetworkTrafficType)(nil),
@@ -127,6 +129,8 @@ func Indexes() []Index {
 		{"storage_pools", "idx_storage_pools_host", []string{"host_id"}, false},
 		{"storage_pool_tags", "uq_storage_pool_tags_pool_tag", []string{"pool_id", "tag"}, true},
 		{"storage_pool_tags", "idx_storage_pool_tags_tag", []string{"tag"}, false},
+		{"storage_pool_work", "uq_storage_pool_work_pool_vm", []string{"pool_id", "vm_id"}, true},
+		{"pool_orphans", "uq_pool_orphans_pool_path", []string{"pool_id", "path"}, true},
 		{"image_stores", "idx_image_stores_zone_role", []string{"zone_id", "role"}, false},
 		{"image_store_details", "uq_image_store_details_name", []string{"store_id", "name"}, true},
 		{"volumes", "idx_volumes_instance", []string{"instance_id", "device_id"}, false},

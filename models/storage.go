@@ -274,3 +274,30 @@ type SnapshotPolicy struct {
 	DomainID     int64     `bun:"domain_id,notnull"`
 	Created      time.Time `bun:"created,notnull"`
 }
+
+// StoragePoolWork records a VM that enabling maintenance on a primary pool
+// stopped, so that cancelStorageMaintenance starts it again (CloudStack's
+// storage_pool_work). Rows go when the maintenance is cancelled.
+type StoragePoolWork struct {
+	bun.BaseModel `bun:"table:storage_pool_work"`
+	ID            int64     `bun:"id,pk,autoincrement"`
+	PoolID        int64     `bun:"pool_id,notnull"`
+	VMID          int64     `bun:"vm_id,notnull"`
+	Created       time.Time `bun:"created,notnull"`
+}
+
+// PoolOrphan is a disk the reconciler found on a primary pool with no
+// volume row and no template copy row: reported once, when a second scan
+// still finds it so (a disk being created is not reported), and deleted
+// after storage.orphan.cleanup.delay seconds when that setting is above 0.
+// The row goes when the disk does (or when a row claims it again).
+type PoolOrphan struct {
+	bun.BaseModel `bun:"table:pool_orphans"`
+	ID            int64     `bun:"id,pk,autoincrement"`
+	PoolID        int64     `bun:"pool_id,notnull"`
+	Path          string    `bun:"path,notnull,type:varchar(255)"`
+	SizeBytes     int64     `bun:"size_bytes,notnull"`
+	FirstSeen     time.Time `bun:"first_seen,notnull"`
+	LastSeen      time.Time `bun:"last_seen,notnull"`
+	Reported      bool      `bun:"reported,notnull"`
+}

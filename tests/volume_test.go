@@ -444,7 +444,8 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 	}
 	poolOf[v1.Id] = target
 	volCheckPools(t, s, vc)
-	// The root disk of a running VM moves only live, which no driver can yet.
+	// The root disk of a running VM moves only live (livemigrate=true): the
+	// VM runs on where it was while the pool driver mirrors its disk.
 	rootP := cs.Volume.NewListVolumesParams()
 	rootP.SetVirtualmachineid(vm1.Id)
 	rootP.SetType("ROOT")
@@ -459,10 +460,39 @@ func TestVolumesSnapshotsAndPolicies(t *testing.T) {
 	}
 	_, err = cs.Volume.MigrateVolume(cs.Volume.NewMigrateVolumeParams(rootTarget, roots.Volumes[0].Id))
 	hostWantErr(t, "migrate a running VM's disk", err, 431, "stop it")
-	mp := cs.Volume.NewMigrateVolumeParams(rootTarget, roots.Volumes[0].Id)
+	rootID, rootSource := roots.Volumes[0].Id, roots.Volumes[0].Storageid
+	vmHost := func() (string, string) {
+		p := cs.VirtualMachine.NewListVirtualMachinesParams()
+		p.SetId(vm1.Id)
+		p.SetListall(true)
+		r, err := cs.VirtualMachine.ListVirtualMachines(p)
+		if err != nil || r.Count != 1 {
+			t.Fatalf("listVirtualMachines vm1: %v %+v", err, r)
+		}
+		return r.VirtualMachines[0].State, r.VirtualMachines[0].Hostid
+	}
+	_, hostBefore := vmHost()
+	// A mirror the hypervisor gives up on fails the job; the disk stays.
+	hostSim(t, s, "name", "MigrateVolumeLive", "count", "1", "mode", "invalid", "message", "the block job was aborted")
+	mp := cs.Volume.NewMigrateVolumeParams(rootTarget, rootID)
 	mp.SetLivemigrate(true)
 	_, err = cs.Volume.MigrateVolume(mp)
-	hostWantErr(t, "live migrate", err, 432, "not supported")
+	volJobErr(t, "live migrate with a failing mirror", err, 431, "the block job was aborted")
+	if r, err := cs.Volume.ListVolumes(rootP); err != nil || r.Count != 1 || r.Volumes[0].State != "Ready" || r.Volumes[0].Storageid != rootSource {
+		t.Fatalf("root volume after a failed live migration: %v %+v", err, r)
+	}
+	volCheckPools(t, s, vc)
+	lm, err := cs.Volume.MigrateVolume(mp)
+	if err != nil || lm.Storageid != rootTarget || lm.State != "Ready" || lm.Virtualmachineid != vm1.Id || lm.Vmstate != "Running" {
+		t.Fatalf("live migrateVolume = %+v, %v", lm, err)
+	}
+	if st, h := vmHost(); st != "Running" || h != hostBefore {
+		t.Fatalf("vm1 is %s on %s after the live migration of its disk, want Running on %s", st, h, hostBefore)
+	}
+	if r := volRow(t, s, rootID); r.LastPoolID == 0 || volEvents(t, s, "VOLUME.MIGRATE", rootID) != 2 {
+		t.Errorf("live-migrated root volume %+v, %d VOLUME.MIGRATE events (want the failure and the move)", r, volEvents(t, s, "VOLUME.MIGRATE", rootID))
+	}
+	volCheckPools(t, s, vc)
 	// The data disk of the stopped VM moves with it attached.
 	t2 := vc.poolA
 	if poolOf[v2.Id] == vc.poolA {

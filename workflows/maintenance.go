@@ -37,7 +37,7 @@ func MaintenanceSchedules(expungeEvery, reconcileEvery time.Duration) []ntempora
 		{Kind: "expunge", Interval: expungeEvery, Workflow: MaintExpunge, Args: []any{MaintExpungeInput{}},
 			What: "expunges the VMs destroyed longer than expunge.delay ago (runs every expunge.interval seconds)"},
 		{Kind: "reconcile", Interval: reconcileEvery, Workflow: MaintReconcile, Args: []any{MaintReconcileInput{}},
-			What: "reconciles each Up host's VMs against the inventory: repairs power-state drift, reports orphans, settles VMs whose job ended, puts silent hosts in Alert (every host.reconcile.interval seconds)"},
+			What: "reconciles each Up host's VMs against the inventory: repairs power-state drift, reports orphan VMs, settles VMs whose job ended, puts silent hosts in Alert, reports orphan disks on primary storage (deleting them after storage.orphan.cleanup.delay when set) (every host.reconcile.interval seconds)"},
 		{Kind: "capacity-alerts", Interval: 5 * time.Minute, Workflow: MaintCapacityAlerts, Args: []any{MaintCapacityInput{}},
 			What: "raises and resolves capacity alerts (listAlerts) of clusters' CPU and memory and pools' storage against the notification thresholds"},
 	}
@@ -126,6 +126,11 @@ type MaintReconcileResult struct {
 	Repaired    int
 	Reported    int
 	Settled     []string
+	// Pools scanned for orphan disks, the orphans reported and deleted.
+	Pools            int
+	UnreachablePools []string
+	OrphanDisks      int
+	OrphanDisksGone  int
 }
 
 // MaintReconcile compares each Up host's VMs (and those of hosts it put in
@@ -134,7 +139,8 @@ type MaintReconcileResult struct {
 // guarded transition and a WARN event, VMs with no row and other drift are
 // reported as events, a silent host goes to Alert with the reason and back
 // Up when it answers. Then VMs in a transitional state whose job no longer
-// runs are settled (SettleVM).
+// runs are settled (SettleVM), and the primary pools are scanned for
+// orphan disks (reconcilePools).
 func MaintReconcile(ctx workflow.Context, in MaintReconcileInput) (MaintReconcileResult, error) {
 	var res MaintReconcileResult
 	ictx := withInventory(ctx)
@@ -202,7 +208,80 @@ func MaintReconcile(ctx workflow.Context, in MaintReconcileInput) (MaintReconcil
 		}
 		res.Settled = append(res.Settled, id)
 	}
+	if workflow.GetVersion(ctx, "reconcile-pool-orphans", workflow.DefaultVersion, 1) >= 1 {
+		if err := reconcilePools(ctx, sctx, &res); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// reconcilePools (version 1 of reconcile-pool-orphans) scans each Up or
+// Disabled primary pool for disks no volume or template copy claims (the
+// leftovers of a failed cleanup, or of storage changed behind Nimbus's
+// back), a page of pools at a time, and applies DiskOrphanActions.
+func reconcilePools(ctx, sctx workflow.Context, res *MaintReconcileResult) error {
+	ictx := withInventory(ctx)
+	var after int64
+	for {
+		var pp activities.MaintPoolsPage
+		if err := workflow.ExecuteActivity(ictx, maintAct.MaintReconcilePools, activities.MaintHostsInput{AfterID: after, Limit: reconcileBatch}).Get(ctx, &pp); err != nil {
+			return err
+		}
+		futs := make([]workflow.Future, len(pp.Pools))
+		for i, p := range pp.Pools {
+			futs[i] = workflow.ExecuteActivity(sctx, maintAct.MaintScanPool, p)
+		}
+		for i, f := range futs {
+			p := pp.Pools[i]
+			after = p.ID
+			res.Pools++
+			var scan activities.MaintPoolScan
+			if err := f.Get(ctx, &scan); err != nil {
+				workflow.GetLogger(ctx).Error("cannot scan a storage pool", "pool", p.UUID, "err", err)
+				continue
+			}
+			if !scan.Reachable {
+				res.UnreachablePools = append(res.UnreachablePools, p.UUID)
+				continue
+			}
+			acts := DiskOrphanActions(scan)
+			if len(acts) == 0 {
+				continue
+			}
+			var ar activities.MaintApplyResult
+			if err := workflow.ExecuteActivity(sctx, maintAct.MaintPoolApply, activities.MaintPoolApplyInput{Pool: p, Actions: acts}).Get(ctx, &ar); err != nil {
+				return err
+			}
+			res.OrphanDisks += ar.Reported
+			res.OrphanDisksGone += ar.Repaired
+		}
+		if !pp.More {
+			return nil
+		}
+	}
+}
+
+// DiskOrphanActions decides what to do with the orphan disks one pool's
+// scan found. A disk is acted on only once a second scan finds it
+// orphaned still (a disk whose row is being written is not an orphan):
+// it is reported once, and deleted when storage.orphan.cleanup.delay is
+// above 0 and it has been orphaned that long. The default (0) only
+// reports.
+func DiskOrphanActions(scan activities.MaintPoolScan) []activities.MaintDiskAction {
+	var out []activities.MaintDiskAction
+	for _, d := range scan.Orphans {
+		if !d.Seen {
+			continue
+		}
+		if !d.Reported {
+			out = append(out, activities.MaintDiskAction{Kind: activities.MaintDiskReport, Disk: d})
+		}
+		if scan.CleanupDelay > 0 && d.AgeSeconds >= scan.CleanupDelay {
+			out = append(out, activities.MaintDiskAction{Kind: activities.MaintDiskDelete, Disk: d})
+		}
+	}
+	return out
 }
 
 // ReconcileActions decides, from one host's joined view, what to repair

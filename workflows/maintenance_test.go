@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -61,10 +62,13 @@ func TestReconcileActions(t *testing.T) {
 
 // maintSteps mocks the maintenance activities of one reconcile run.
 type maintSteps struct {
-	mu      sync.Mutex
-	states  []activities.MaintHostStateInput
-	applied []activities.MaintApplyInput
-	settled []string
+	mu          sync.Mutex
+	states      []activities.MaintHostStateInput
+	applied     []activities.MaintApplyInput
+	settled     []string
+	poolApplied []activities.MaintPoolApplyInput
+	// pools are the pools' scans (none by default).
+	pools []activities.MaintPoolScan
 }
 
 func newReconcileEnv(t *testing.T, scans map[string]activities.MaintHostScan, stuck []string) (*testsuite.TestWorkflowEnvironment, *maintSteps) {
@@ -101,6 +105,39 @@ func newReconcileEnv(t *testing.T, scans map[string]activities.MaintHostScan, st
 		return activities.MaintApplyResult{Repaired: len(in.Actions)}, nil
 	})
 	env.OnActivity(maintAct.MaintStuckVMs, mock.Anything, mock.Anything).Return(stuck, nil)
+	env.OnActivity(maintAct.MaintReconcilePools, mock.Anything, mock.Anything).Return(func(context.Context, activities.MaintHostsInput) (activities.MaintPoolsPage, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var page activities.MaintPoolsPage
+		for _, p := range s.pools {
+			page.Pools = append(page.Pools, p.Pool)
+		}
+		return page, nil
+	})
+	env.OnActivity(maintAct.MaintScanPool, mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.MaintPool) (activities.MaintPoolScan, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, sc := range s.pools {
+			if sc.Pool.UUID == p.UUID {
+				return sc, nil
+			}
+		}
+		return activities.MaintPoolScan{}, errors.New("no such pool")
+	})
+	env.OnActivity(maintAct.MaintPoolApply, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.MaintPoolApplyInput) (activities.MaintApplyResult, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.poolApplied = append(s.poolApplied, in)
+		var r activities.MaintApplyResult
+		for _, a := range in.Actions {
+			if a.Kind == activities.MaintDiskDelete {
+				r.Repaired++
+			} else {
+				r.Reported++
+			}
+		}
+		return r, nil
+	})
 	env.OnActivity(vmAct.VMSettle, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.VMRefInput) (string, error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -188,5 +225,64 @@ func TestMaintExpungeChildren(t *testing.T) {
 	}
 	if !reflect.DeepEqual(res.Expunged, []string{"a"}) || !reflect.DeepEqual(res.Failed, []string{"c"}) || !reflect.DeepEqual(expunged, []string{"a"}) {
 		t.Fatalf("result %+v, expunged %v", res, expunged)
+	}
+}
+
+// TestDiskOrphanActions: an orphan disk is acted on from its second
+// sighting: reported once, deleted only past a cleanup delay above 0.
+func TestDiskOrphanActions(t *testing.T) {
+	tests := map[string]struct {
+		disk  activities.MaintDisk
+		delay int64
+		want  string
+	}{
+		"first sighting":                 {activities.MaintDisk{AgeSeconds: 0}, 0, ""},
+		"first sighting, delay passed":   {activities.MaintDisk{AgeSeconds: 999}, 1, ""},
+		"second sighting":                {activities.MaintDisk{Seen: true, AgeSeconds: 300}, 0, "report-disk"},
+		"reported already":               {activities.MaintDisk{Seen: true, Reported: true, AgeSeconds: 600}, 0, ""},
+		"delay not passed":               {activities.MaintDisk{Seen: true, Reported: true, AgeSeconds: 600}, 3600, ""},
+		"delay passed":                   {activities.MaintDisk{Seen: true, Reported: true, AgeSeconds: 3600}, 3600, "delete-disk"},
+		"delay passed, never reported":   {activities.MaintDisk{Seen: true, AgeSeconds: 7200}, 3600, "report-disk,delete-disk"},
+		"report only (delay 0), forever": {activities.MaintDisk{Seen: true, Reported: true, AgeSeconds: 1 << 40}, 0, ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			tc.disk.Path = "d1"
+			var kinds []string
+			for _, a := range DiskOrphanActions(activities.MaintPoolScan{Orphans: []activities.MaintDisk{tc.disk}, CleanupDelay: tc.delay}) {
+				kinds = append(kinds, a.Kind)
+			}
+			if got := strings.Join(kinds, ","); got != tc.want {
+				t.Fatalf("actions %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestMaintReconcilePools: each reachable pool's decided actions are
+// applied; an unreachable pool is listed, a pool whose scan fails skipped.
+func TestMaintReconcilePools(t *testing.T) {
+	env, s := newReconcileEnv(t, nil, nil)
+	s.pools = []activities.MaintPoolScan{
+		{Pool: activities.MaintPool{ID: 1, UUID: "p1"}, Reachable: true, Orphans: []activities.MaintDisk{
+			{Path: "new", AgeSeconds: 0}, {Path: "old", Seen: true, AgeSeconds: 600}}},
+		{Pool: activities.MaintPool{ID: 2, UUID: "p2"}, Reason: "unreachable"},
+		{Pool: activities.MaintPool{ID: 3, UUID: "p3"}, Reachable: true, CleanupDelay: 60, Orphans: []activities.MaintDisk{
+			{Path: "gone", Seen: true, Reported: true, AgeSeconds: 61}}},
+	}
+	env.ExecuteWorkflow(MaintReconcile, MaintReconcileInput{})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	var res MaintReconcileResult
+	if err := env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Pools != 3 || !reflect.DeepEqual(res.UnreachablePools, []string{"p2"}) || res.OrphanDisks != 1 || res.OrphanDisksGone != 1 {
+		t.Fatalf("result %+v", res)
+	}
+	if len(s.poolApplied) != 2 || s.poolApplied[0].Pool.UUID != "p1" || len(s.poolApplied[0].Actions) != 1 ||
+		s.poolApplied[0].Actions[0].Disk.Path != "old" || s.poolApplied[1].Actions[0].Kind != activities.MaintDiskDelete {
+		t.Fatalf("applied %+v", s.poolApplied)
 	}
 }

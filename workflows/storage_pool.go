@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -54,16 +55,19 @@ func CreateStoragePool(ctx workflow.Context, in CreateStoragePoolInput) (JobOutc
 type StoragePoolInput = activities.PoolRefInput
 
 // EnableStorageMaintenance takes a pool out of service: PrepareForMaintenance
-// (its capacity stops counting), what uses it is stopped or moved, then
-// Maintenance.
+// (its capacity stops counting), the VMs using it are stopped (see
+// stopPoolVMs), then Maintenance.
 func EnableStorageMaintenance(ctx workflow.Context, in StoragePoolInput) (JobOutcome, error) {
 	return RunJob(ctx, func(ctx workflow.Context) (JobOutcome, error) {
 		ictx := withInventory(ctx)
 		if err := workflow.ExecuteActivity(ictx, storageAct.PoolMaintenanceBegin, in).Get(ctx, nil); err != nil {
 			return JobOutcome{}, err
 		}
-		// Evacuation: a no-op until the VM and volume workflows (issue 5)
-		// stop the VMs using the pool; the step is in the history already.
+		if workflow.GetVersion(ctx, "pool-maint-stop-vms", workflow.DefaultVersion, 1) >= 1 {
+			return stopPoolVMs(ctx, in)
+		}
+		// Evacuation before pool-maint-stop-vms: a step that only counted
+		// the volumes on the pool.
 		var left int64
 		if err := workflow.ExecuteActivity(withStorage(ctx), storageAct.PoolEvacuate, in).Get(ctx, &left); err != nil {
 			e := cserr.As(err)
@@ -81,13 +85,93 @@ func EnableStorageMaintenance(ctx workflow.Context, in StoragePoolInput) (JobOut
 	})
 }
 
-// CancelStorageMaintenance returns a pool from maintenance to Up.
-func CancelStorageMaintenance(ctx workflow.Context, in StoragePoolInput) (JobOutcome, error) {
-	return RunJob(ctx, func(ctx workflow.Context) (JobOutcome, error) {
-		if err := workflow.ExecuteActivity(withInventory(ctx), storageAct.PoolMaintenanceCancel, in).Get(ctx, nil); err != nil {
+// stopPoolVMs is EnableStorageMaintenance's evacuation (version 1 of
+// pool-maint-stop-vms), CloudStack's: every running VM with a volume on the
+// pool is stopped, each by its own stopVirtualMachine job (StopVM as a
+// child workflow), and recorded so that cancelling the maintenance starts
+// it again. A VM busy with another operation refuses the step before any
+// is stopped; a stop that fails leaves its VM Running. Either way the pool
+// ends in ErrorInMaintenance and the job names the VMs and why.
+func stopPoolVMs(ctx workflow.Context, in StoragePoolInput) (JobOutcome, error) {
+	ictx := withInventory(ctx)
+	failed := func(code int, reason string) (JobOutcome, error) {
+		end := activities.PoolMaintenanceEndInput{PoolUUID: in.PoolUUID, Failed: true, UnableToStop: true, Reason: reason, Actor: in.Actor}
+		if err := workflow.ExecuteActivity(ictx, storageAct.PoolMaintenanceEnd, end).Get(ctx, nil); err != nil {
 			return JobOutcome{}, err
 		}
-		return JobOutcome{ResultKey: "storagepool", ResultType: "StoragePool", ResultUUID: in.PoolUUID}, nil
+		return JobOutcome{}, cserr.New(code, "Unable to put the storage pool in maintenance: %s", reason)
+	}
+	var plan activities.PoolVMsPlan
+	pin := activities.PoolVMsInput{PoolUUID: in.PoolUUID, JobID: workflow.GetInfo(ctx).WorkflowExecution.ID, Actor: in.Actor}
+	if err := workflow.ExecuteActivity(ictx, storageAct.PoolStopVMsBegin, pin).Get(ctx, &plan); err != nil {
+		e := cserr.As(err)
+		return failed(e.Code, e.Text)
+	}
+	if len(plan.Refused) > 0 {
+		return failed(cserr.ResourceInUse, fmt.Sprintf("%d virtual machine(s) using it cannot be stopped now, so none was: %s",
+			len(plan.Refused), activities.RefusalText(plan.Refused)))
+	}
+	jobs := make([]vmChildJob, len(plan.Jobs))
+	for i, j := range plan.Jobs {
+		jobs[i] = vmChildJob{JobID: j.JobID, VMUUID: j.VMUUID, VMName: j.VMName, Command: "stopVirtualMachine",
+			Summary: "stop VM " + j.VMName + " (maintenance of its primary storage)", Workflow: StopVM,
+			Input: VMOpInput{VMUUID: j.VMUUID, Actor: in.Actor}}
+	}
+	if bad := runVMJobs(ctx, jobs); len(bad) > 0 {
+		return failed(cserr.ResourceUnavailable, fmt.Sprintf("%d of %d virtual machine(s) using it could not be stopped (they run still): %s",
+			len(bad), len(jobs), activities.RefusalText(bad)))
+	}
+	end := activities.PoolMaintenanceEndInput{PoolUUID: in.PoolUUID, Actor: in.Actor}
+	for _, j := range plan.Jobs {
+		end.StoppedVMs = append(end.StoppedVMs, j.VMName)
+	}
+	if err := workflow.ExecuteActivity(ictx, storageAct.PoolMaintenanceEnd, end).Get(ctx, nil); err != nil {
+		return JobOutcome{}, err
+	}
+	return JobOutcome{ResultKey: "storagepool", ResultType: "StoragePool", ResultUUID: in.PoolUUID}, nil
+}
+
+// CancelStorageMaintenance returns a pool from maintenance to Up, then
+// (version 1 of pool-maint-restart-vms) starts again the VMs its
+// maintenance stopped, each by its own startVirtualMachine job, as
+// CloudStack does. The pool is Up whatever the starts do: a VM that cannot
+// start stays Stopped with its job's reason, and an ERROR event names it.
+func CancelStorageMaintenance(ctx workflow.Context, in StoragePoolInput) (JobOutcome, error) {
+	return RunJob(ctx, func(ctx workflow.Context) (JobOutcome, error) {
+		ictx := withInventory(ctx)
+		if err := workflow.ExecuteActivity(ictx, storageAct.PoolMaintenanceCancel, in).Get(ctx, nil); err != nil {
+			return JobOutcome{}, err
+		}
+		out := JobOutcome{ResultKey: "storagepool", ResultType: "StoragePool", ResultUUID: in.PoolUUID}
+		if workflow.GetVersion(ctx, "pool-maint-restart-vms", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+			return out, nil
+		}
+		var plan activities.PoolVMsPlan
+		pin := activities.PoolVMsInput{PoolUUID: in.PoolUUID, JobID: workflow.GetInfo(ctx).WorkflowExecution.ID, Actor: in.Actor}
+		if err := workflow.ExecuteActivity(ictx, storageAct.PoolStartVMsBegin, pin).Get(ctx, &plan); err != nil {
+			return JobOutcome{}, err
+		}
+		jobs := make([]vmChildJob, len(plan.Jobs))
+		for i, j := range plan.Jobs {
+			jobs[i] = vmChildJob{JobID: j.JobID, VMUUID: j.VMUUID, VMName: j.VMName, Command: "startVirtualMachine",
+				Summary: "start VM " + j.VMName + " (end of the maintenance of its primary storage)", Workflow: StartVM,
+				Input: VMOpInput{VMUUID: j.VMUUID, Pins: activities.VMPins{ConsiderLastHost: true}, Actor: in.Actor}}
+		}
+		bad := runVMJobs(ctx, jobs)
+		clear := activities.PoolWorkClearInput{PoolUUID: in.PoolUUID, Failed: bad, Actor: in.Actor}
+		failed := map[string]bool{}
+		for _, b := range bad {
+			failed[b.VMUUID] = true
+		}
+		for _, j := range plan.Jobs {
+			if !failed[j.VMUUID] {
+				clear.Started = append(clear.Started, j.VMName)
+			}
+		}
+		if err := workflow.ExecuteActivity(ictx, storageAct.PoolWorkClear, clear).Get(ctx, nil); err != nil {
+			return JobOutcome{}, err
+		}
+		return out, nil
 	})
 }
 

@@ -68,6 +68,15 @@ type PoolDriver interface {
 	// CopyVolume copies a volume to another pool (migrateVolume of a
 	// stopped VM's disk); the source stays.
 	CopyVolume(ctx context.Context, src Pool, path string, dst Pool, v VolumeSpec, progress ProgressFunc) (Volume, error)
+	// MigrateVolumeLive moves the disk at path of a running VM to pool dst
+	// while the VM keeps using it: the hypervisor on host h, where vm runs,
+	// mirrors the disk into the new volume and switches the VM to it (a
+	// libvirt block copy and pivot). The source stays until the caller
+	// deletes it; the copy has v's path (the source's when v.Path is
+	// empty), so a retry finds it. Drivers whose hypervisor cannot do it
+	// keep UnsupportedPool's (ErrNotSupported), and migrateVolume then
+	// asks for the VM to be stopped.
+	MigrateVolumeLive(ctx context.Context, src Pool, path string, dst Pool, v VolumeSpec, h hypervisor.Host, vm hypervisor.VMRef, progress ProgressFunc) (Volume, error)
 
 	// CopyTemplateToPool copies a template from secondary storage into the
 	// pool once; later calls find it there. The result is a volume of kind

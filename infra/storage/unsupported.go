@@ -74,6 +74,11 @@ func (u UnsupportedPool) CopyVolume(context.Context, Pool, string, Pool, VolumeS
 	return Volume{}, u.unsupported("CopyVolume")
 }
 
+// MigrateVolumeLive is not supported.
+func (u UnsupportedPool) MigrateVolumeLive(context.Context, Pool, string, Pool, VolumeSpec, hypervisor.Host, hypervisor.VMRef, ProgressFunc) (Volume, error) {
+	return Volume{}, u.unsupported("MigrateVolumeLive")
+}
+
 // CopyTemplateToPool is not supported.
 func (u UnsupportedPool) CopyTemplateToPool(context.Context, Template, Pool, ProgressFunc) (Volume, error) {
 	return Volume{}, u.unsupported("CopyTemplateToPool")

@@ -250,6 +250,24 @@ func (d *Driver) VMState(ctx context.Context, h hypervisor.Host, ref hypervisor.
 	return info, err
 }
 
+// Spec returns the spec a VM on host h was last defined with (user data,
+// metadata and all, which VMInfo leaves out): what the simulated
+// hypervisor was given, for tests and debugging. It passes no fault switch.
+func (d *Driver) Spec(h hypervisor.Host, ref hypervisor.VMRef) (hypervisor.VMSpec, bool) {
+	var spec hypervisor.VMSpec
+	found := false
+	_ = d.withHost("Spec", h, func(sh *host) error {
+		if v := sh.find(ref); v != nil {
+			s, err := decodeSpec(v.spec)
+			if err == nil && s != nil {
+				spec, found = *s, true
+			}
+		}
+		return nil
+	})
+	return spec, found
+}
+
 // ListVMs reports every VM of the host, sorted by name.
 func (d *Driver) ListVMs(ctx context.Context, h hypervisor.Host) ([]hypervisor.VMInfo, error) {
 	const op = "ListVMs"

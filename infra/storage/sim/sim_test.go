@@ -349,3 +349,33 @@ func TestRegistered(t *testing.T) {
 	s.CreatePool(ctx, p)
 	mustKind(t, s.ConnectPool(ctx, p, hypervisor.Host{ID: "h1"}), storage.ErrUnreachable)
 }
+
+func TestMigrateVolumeLive(t *testing.T) {
+	d := open(t, t.TempDir())
+	p1, p2 := testPool("pool-1"), testPool("pool-2")
+	mustKind(t, firstErr(d.CreatePool(ctx, p1)), nil)
+	mustKind(t, firstErr(d.CreatePool(ctx, p2)), nil)
+	mustKind(t, firstErr(d.CreateVolume(ctx, p1, storage.VolumeSpec{ID: "disk-1", SizeBytes: 5 << 30})), nil)
+	h, vm := hypervisor.Host{ID: "h1"}, hypervisor.VMRef{Name: "i-2-3-VM"}
+
+	// A fault scoped to the VM's host fails it; nothing is left on the target.
+	d.Faults().Add(simkit.Rule{Op: "MigrateVolumeLive", Count: 1, Mode: simkit.ModeInvalid, Scope: simkit.Scope{Host: "h1"}})
+	mustKind(t, firstErr(d.MigrateVolumeLive(ctx, p1, "disk-1", p2, storage.VolumeSpec{}, h, vm, nil)), storage.ErrInvalid)
+	mustKind(t, firstErr(d.VolumeInfo(ctx, p2, "disk-1")), storage.ErrNotFound)
+
+	var last storage.Progress
+	got, err := d.MigrateVolumeLive(ctx, p1, "disk-1", p2, storage.VolumeSpec{}, h, vm, func(p storage.Progress) { last = p })
+	mustKind(t, err, nil)
+	if got.Path != "disk-1" || got.Pool != "pool-2" || got.SizeBytes != 5<<30 || last.Percent() != 100 {
+		t.Fatalf("migrated volume %+v, progress %+v", got, last)
+	}
+	// Idempotent: a retry finds the copy; the source stays for the caller.
+	mustKind(t, firstErr(d.MigrateVolumeLive(ctx, p1, "disk-1", p2, storage.VolumeSpec{}, h, vm, nil)), nil)
+	mustKind(t, firstErr(d.VolumeInfo(ctx, p1, "disk-1")), nil)
+	mustKind(t, firstErr(d.MigrateVolumeLive(ctx, p1, "nope", p2, storage.VolumeSpec{}, h, vm, nil)), storage.ErrNotFound)
+	mustKind(t, firstErr(d.MigrateVolumeLive(ctx, p1, "disk-1", p2, storage.VolumeSpec{}, h, hypervisor.VMRef{}, nil)), storage.ErrInvalid)
+
+	// Drivers that cannot keep UnsupportedPool's answer.
+	var u storage.UnsupportedPool
+	mustKind(t, firstErr(u.MigrateVolumeLive(ctx, p1, "disk-1", p2, storage.VolumeSpec{}, h, vm, nil)), storage.ErrNotSupported)
+}

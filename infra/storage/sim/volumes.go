@@ -234,8 +234,13 @@ func (d *Driver) ListVolumes(ctx context.Context, p storage.Pool) ([]storage.Vol
 
 // CopyVolume copies a volume to another pool as a full (unbacked) copy.
 func (d *Driver) CopyVolume(ctx context.Context, src storage.Pool, path string, dst storage.Pool, v storage.VolumeSpec, pf storage.ProgressFunc) (storage.Volume, error) {
-	const op = "CopyVolume"
-	if err := d.begin(ctx, op, src, path, nil); err != nil {
+	return d.copyVolume(ctx, "CopyVolume", src, path, dst, v, nil, pf)
+}
+
+// copyVolume creates a copy of a disk on dst; h scopes the fault switches
+// to a host too.
+func (d *Driver) copyVolume(ctx context.Context, op string, src storage.Pool, path string, dst storage.Pool, v storage.VolumeSpec, h *hypervisor.Host, pf storage.ProgressFunc) (storage.Volume, error) {
+	if err := d.begin(ctx, op, src, path, h); err != nil {
 		return storage.Volume{}, err
 	}
 	var from vol
@@ -256,6 +261,17 @@ func (d *Driver) CopyVolume(ctx context.Context, src storage.Pool, path string, 
 		to = path
 	}
 	return d.create(ctx, op, dst, vol{Path: to, Format: from.Format, Size: from.Size}, false)
+}
+
+// MigrateVolumeLive copies a running VM's disk to another pool as
+// CopyVolume does; its fault switches are scoped by the VM's host too
+// (the simulator's VMs do not read their disks, so the switch of the VM to
+// the copy has nothing more to do).
+func (d *Driver) MigrateVolumeLive(ctx context.Context, src storage.Pool, path string, dst storage.Pool, v storage.VolumeSpec, h hypervisor.Host, vm hypervisor.VMRef, pf storage.ProgressFunc) (storage.Volume, error) {
+	if vm.Name == "" && vm.UUID == "" {
+		return storage.Volume{}, invalid("MigrateVolumeLive", path, "no virtual machine named")
+	}
+	return d.copyVolume(ctx, "MigrateVolumeLive", src, path, dst, v, &h, pf)
 }
 
 // CopyTemplateToPool copies a template into the pool once, named by the
