@@ -344,6 +344,10 @@ func (d *Driver) DestroyVM(ctx context.Context, h hypervisor.Host, vm hypervisor
 			return nil
 		}
 		err = l.DomainUndefineFlags(dom, d.undefineFlags())
+		if c := libvirtconn.Code(err); c == int(golibvirt.ErrInvalidArg) || c == int(golibvirt.ErrNoSupport) {
+			// A libvirt driver that knows none of these flags.
+			err = l.DomainUndefineFlags(dom, 0)
+		}
 		if golibvirt.IsNotFound(err) {
 			return nil
 		}

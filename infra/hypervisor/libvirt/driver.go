@@ -296,8 +296,13 @@ func (d *Driver) state(ctx context.Context, h hypervisor.Host, l *golibvirt.Libv
 	if p.ConsoleDir == "" {
 		p.ConsoleDir = DefaultConsoleDir
 	}
-	switch d.typ {
-	case hypervisor.TypeKVM:
+	uri, _ := l.ConnectGetUri()
+	switch {
+	case strings.HasPrefix(uri, "test:"):
+		// libvirt's in-memory test driver, for cheap tests: its own type.
+		p.DomainType = "test"
+		hs.probe = "test driver"
+	case d.typ == hypervisor.TypeKVM:
 		accel, note, err := d.decideAccel(ctx, h, l, caps)
 		if err != nil {
 			return nil, err
@@ -307,10 +312,10 @@ func (d *Driver) state(ctx context.Context, h hypervisor.Host, l *golibvirt.Libv
 		if p.CPUMode == "" && accel {
 			p.CPUMode = "host-model"
 		}
-	case hypervisor.TypeLXC:
+	case d.typ == hypervisor.TypeLXC:
 		p.DomainType = "lxc"
 		hs.probe = "containers"
-	case hypervisor.TypeXenProject:
+	case d.typ == hypervisor.TypeXenProject:
 		p.DomainType = "xen"
 		hs.accel = caps.hasDomainType("hvm", "", "xen")
 		hs.probe = "xen hvm in capabilities"
