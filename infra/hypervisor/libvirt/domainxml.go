@@ -31,7 +31,11 @@ const (
 	DetailDomainType  = "kvm.domaintype"  // kvm or qemu: skips the acceleration probe
 	DetailBridgeType  = "network.bridge.type"
 	DetailMigrateAddr = "migration.address" // address other hosts reach this one on for live migration
-	DetailMachine     = "guest.machine"     // QEMU machine type, default pc
+	// DetailMigrateShared ("true") tells libvirt the host's disks are on
+	// shared storage it cannot recognise as such (VIR_MIGRATE_UNSAFE):
+	// libvirt trusts NFS, RBD, GlusterFS and cache=none disks by itself.
+	DetailMigrateShared = "migration.sharedstorage"
+	DetailMachine       = "guest.machine" // QEMU machine type, default pc
 )
 
 // domainParams is what the host contributes to a domain's XML.
