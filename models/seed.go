@@ -106,6 +106,7 @@ func DefaultConfigurations() []Configuration {
 		{Name: "cluster.memory.allocated.capacity.notificationthreshold", Value: "0.75", DefaultValue: "0.75", Category: "Alert", Scope: "cluster", Description: "Memory allocation fraction beyond which a cluster raises a capacity alert"},
 		{Name: "pool.storage.allocated.capacity.notificationthreshold", Value: "0.75", DefaultValue: "0.75", Category: "Alert", Scope: "zone", Description: "Storage allocation fraction beyond which a primary storage pool raises a capacity alert"},
 		{Name: "host.reconcile.interval", Value: "300", DefaultValue: "300", Category: "Advanced", Scope: "global", Description: "Seconds between reconciliations of hosts against the inventory"},
+		{Name: "baremetal.provision.done.notification.timeout", Value: "1800", DefaultValue: "1800", Category: "Advanced", Scope: "global", Description: "Seconds a BareMetal deployment waits for the PXE-booted system to call back before it fails"},
 	}, limitConfigurations()...)
 }
 
