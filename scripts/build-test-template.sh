@@ -25,6 +25,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/.test-services/template}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 img=$out/nimbus-test.qcow2
 outputs=(nimbus-test.qcow2 nimbus-test.raw vmlinuz initrd.img)
 missing=
@@ -58,7 +59,7 @@ kver=${kpkg#linux-image-}
 cp k/boot/vmlinuz-"$kver" vmlinuz
 
 # initramfs: busybox, the virtio modules in load order, and init.
-mkdir -p ir/bin ir/dev ir/proc ir/sys ir/lib/modules ir/etc
+mkdir -p ir/bin ir/dev ir/proc ir/sys ir/lib/modules ir/etc ir/var/log # busybox acpid logs to /var/log/acpid.log and quits without it
 cp /bin/busybox ir/bin/busybox
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk button evdev; do
 	f=$(find k/lib/modules/"$kver" -name "$m.ko*" | head -1)

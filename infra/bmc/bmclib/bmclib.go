@@ -296,7 +296,7 @@ func (d *Driver) classify(ctx context.Context, t target, err error) error {
 			if perr := ipmiPing(pctx, t.String()); perr != nil {
 				return hypervisor.NewError(bmc.ErrUnreachable, "the BMC at %s does not answer (no reply to an IPMI ping on udp %s)", t, t)
 			}
-			return hypervisor.NewError(bmc.ErrInvalid, "the BMC at %s rejected the username or password (it answers, but refused the IPMI session: %s)", t, firstLine(msg))
+			return hypervisor.NewError(bmc.ErrInvalid, "the BMC at %s rejected the username or password (it answers IPMI pings but refused the session)", t)
 		}
 		return fmt.Errorf("%s", firstLine(msg))
 	}

@@ -123,14 +123,20 @@ func (d *Driver) machine(op string, h hypervisor.Host) (bmc.Driver, bmc.BMC, err
 	return drv, b, nil
 }
 
-// fail wraps a BMC error for this driver, keeping its kind and words.
+// fail wraps a BMC error for this driver, keeping its kind and words
+// ("BareMetal StartVM h1: unreachable: ipmi PowerOn: power on did not...").
 func (d *Driver) fail(op string, h hypervisor.Host, err error) error {
+	msg := err.Error()
+	var oe *hypervisor.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		msg = strings.TrimSpace(oe.Driver + " " + oe.Op + ": " + oe.Err.Error())
+	}
 	for _, k := range []error{hypervisor.ErrInvalid, hypervisor.ErrUnreachable, hypervisor.ErrNotSupported, hypervisor.ErrNotFound} {
 		if errors.Is(err, k) {
-			return &hypervisor.OpError{Driver: driverName, Op: op, Target: h.String(), Kind: k, Err: errors.New(strings.TrimPrefix(err.Error(), k.Error()+": "))}
+			return &hypervisor.OpError{Driver: driverName, Op: op, Target: h.String(), Kind: k, Err: errors.New(strings.TrimPrefix(msg, k.Error()+": "))}
 		}
 	}
-	return &hypervisor.OpError{Driver: driverName, Op: op, Target: h.String(), Err: err}
+	return &hypervisor.OpError{Driver: driverName, Op: op, Target: h.String(), Err: errors.New(msg)}
 }
 
 // detail reads a host detail, or the same key from the URL's query.
