@@ -9,6 +9,7 @@ package activities
 import (
 	"github.com/uptrace/bun"
 
+	"github.com/nimbus-cloud/nimbus/infra/bmc"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
@@ -29,6 +30,9 @@ type Deps struct {
 	// ImageStores the driver of an image store provider (NFS, S3...).
 	Pools       func(hypervisorType string) (storage.PoolDriver, error)
 	ImageStores func(provider string) (storage.ImageStoreDriver, error)
+	// BMCs returns the driver of a BMC provider (ipmi, redfish) for
+	// fencing; nil opens them on first use with default settings.
+	BMCs func(provider string) (bmc.Driver, error)
 	// Secrets decrypts credentials the API stored encrypted (host and
 	// cluster passwords, storage keys).
 	Secrets *secrets.Box

@@ -226,7 +226,10 @@ type HostCreateInput struct {
 	HostTags       []string
 	// ResourceState is Enabled or Disabled (allocationstate).
 	ResourceState string
-	Actor         Actor
+	// Details are driver settings the API took as parameters (a BareMetal
+	// machine's cpunumber, cpuspeed, memory, hostmac).
+	Details map[string]string
+	Actor   Actor
 }
 
 // HostRef names a host a job works on.
@@ -289,7 +292,11 @@ func (a *Hosts) HostCreate(ctx context.Context, in HostCreateInput) (HostRef, er
 		default:
 			return err
 		}
-		if err := setHostDetails(ctx, tx, h.ID, map[string]string{"username": in.Username, "password": in.PasswordSealed}); err != nil {
+		kv := map[string]string{"username": in.Username, "password": in.PasswordSealed}
+		for k, v := range in.Details {
+			kv[k] = v
+		}
+		if err := setHostDetails(ctx, tx, h.ID, kv); err != nil {
 			return err
 		}
 		if in.HostTags != nil {
@@ -365,6 +372,9 @@ type HostDiscovery struct {
 	MemoryBytes       int64
 	HypervisorVersion string
 	Capabilities      string
+	// Details are what else the driver reported (a BareMetal machine's
+	// MAC, vendor...), recorded as host details.
+	Details map[string]string
 }
 
 // HostConnectInput names the host to connect.
@@ -398,7 +408,7 @@ func (a *Hosts) HostConnect(ctx context.Context, in HostConnectInput) (HostDisco
 	return HostDiscovery{
 		GUID: info.GUID, Name: info.Name, PrivateIP: info.PrivateIP,
 		CPUSockets: info.CPUSockets, CPUCores: info.CPUCores, CPUMHz: info.CPUMHz, MemoryBytes: info.MemoryBytes,
-		HypervisorVersion: info.HypervisorVersion, Capabilities: capabilityList(info.Capabilities),
+		HypervisorVersion: info.HypervisorVersion, Capabilities: capabilityList(info.Capabilities), Details: info.Details,
 	}, nil
 }
 
@@ -556,6 +566,11 @@ func (a *Hosts) HostConnected(ctx context.Context, in HostConnectedInput) error 
 			return err
 		}
 		h.CPUSockets, h.CPUs, h.Speed, h.RAM = d.CPUSockets, d.CPUCores, d.CPUMHz, d.MemoryBytes
+		if len(d.Details) > 0 {
+			if err := setHostDetails(ctx, tx, h.ID, d.Details); err != nil {
+				return err
+			}
+		}
 		if err := SyncHostCapacity(ctx, tx, &h); err != nil {
 			return err
 		}

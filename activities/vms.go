@@ -357,6 +357,9 @@ type VMPlacement struct {
 	// copy (an overlay or clone) and defines and starts a VM in seconds, so
 	// those steps may run as local activities (see QuickProvisionTypes).
 	QuickProvision bool
+	// BareMetal says the host is a BareMetal machine: it is started (and
+	// provisioned by PXE when new to the VM) by the BareMetal steps.
+	BareMetal bool
 }
 
 // QuickProvisionTypes are the hypervisor types whose volume creation and
@@ -544,9 +547,14 @@ func (a *VMs) planSnapshot(ctx context.Context, zoneID int64, req planner.Reques
 		}
 	}
 	for _, h := range hosts {
+		usedMHz, usedMem := h.CPUAllocated, h.MemAllocated
+		if h.HypervisorType == models.HypervisorBareMetal && (usedMHz > 0 || usedMem > 0) {
+			// A BareMetal machine holds one VM: taken is full.
+			usedMHz, usedMem = int64(h.CPUs)*int64(h.Speed), h.RAM
+		}
 		snap.Hosts = append(snap.Hosts, planner.Host{ID: h.ID, ClusterID: h.ClusterID, PodID: h.PodID, Name: h.Name,
 			Hypervisor: h.HypervisorType, Up: h.State == models.HostUp, Enabled: h.ResourceState == models.ResourceEnabled,
-			Tags: tags[h.ID], CPUs: h.CPUs, MHz: h.Speed, MemoryBytes: h.RAM, UsedMHz: h.CPUAllocated, UsedMemory: h.MemAllocated})
+			Tags: tags[h.ID], CPUs: h.CPUs, MHz: h.Speed, MemoryBytes: h.RAM, UsedMHz: usedMHz, UsedMemory: usedMem})
 	}
 	over := PoolOverprovisioning(ctx, a.DB)
 	poolFrac := vmConfigFloat(ctx, a.DB, "pool.storage.allocated.capacity.disablethreshold", 1)
@@ -608,6 +616,18 @@ func (a *VMs) reserve(ctx context.Context, vm *models.VMInstance, pr *vmPlaceReq
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errVMMoved
 		}
+		if hv == models.HypervisorBareMetal {
+			// A BareMetal VM is the whole machine: one at a time. The guarded
+			// update serializes concurrent placements on the host's row.
+			res, err := tx.NewUpdate().Model((*models.Host)(nil)).Set("update_count = update_count + 1").
+				Where("id = ? AND cpu_allocated = 0 AND mem_allocated = 0", p.HostID).Exec(ctx)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return models.ErrNoCapacity
+			}
+		}
 		if err := models.ReserveHost(ctx, tx, p.HostID, vmMHz(vm), vmMemBytes(vm), cpuRatio, memRatio); err != nil {
 			return err
 		}
@@ -663,6 +683,7 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 		return out, err
 	}
 	out.HostUUID, out.HostName, out.QuickProvision = h.UUID, h.Name, QuickProvisionTypes[h.HypervisorType]
+	out.BareMetal = h.HypervisorType == models.HypervisorBareMetal
 	if err := a.DB.NewSelect().Model((*models.Nic)(nil)).Column("uuid").Where("instance_id = ? AND state = ?", vm.ID, models.NicAllocated).
 		Order("device_id").Scan(ctx, &out.NicUUIDs); err != nil {
 		return out, err
@@ -1323,6 +1344,10 @@ func (a *VMs) VMStopped(ctx context.Context, in VMStoppedInput) error {
 				prev = models.VMError
 			}
 			if err := DestroyAccounting(ctx, tx, vm, prev); err != nil {
+				return err
+			}
+			// A destroyed BareMetal VM gives its machine up.
+			if err := bmForget(ctx, tx, vm.UUID); err != nil {
 				return err
 			}
 			usage = "VM.DESTROY"

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"math"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,10 @@ func init() {
 				{Name: "password", Type: TString, Description: "its password; stored encrypted"},
 				{Name: "hosttags", Type: TList, Of: TString, Description: "tags of the host, for offerings with host tags"},
 				{Name: "allocationstate", Type: TString, Description: "Enabled (default) or Disabled"},
+				{Name: "cpunumber", Type: TInteger, Description: "BareMetal: the machine's CPU cores (over what its BMC reports)"},
+				{Name: "cpuspeed", Type: TInteger, Description: "BareMetal: the speed of one core in MHz"},
+				{Name: "memory", Type: TInteger, Description: "BareMetal: the machine's memory in MiB"},
+				{Name: "hostmac", Type: TString, Description: "BareMetal: the MAC address the machine PXE-boots from"},
 			},
 			ResponseName: "host", Response: hostFields, Handler: addHost,
 		},
@@ -398,6 +403,30 @@ func addHost(c *Call) (any, error) {
 		HostUUID: hostUUID, ClusterUUID: cl.UUID, Hypervisor: hv, URL: rawURL,
 		Username: c.Str("username"), PasswordSealed: sealed, HostTags: c.List("hosttags"),
 		ResourceState: rs, Actor: actorOf(c.Caller),
+	}
+	// BareMetal machines: the shape and boot NIC CloudStack's BareMetal
+	// addHost takes, kept as host details the driver reads.
+	for _, p := range []string{"cpunumber", "cpuspeed", "memory", "hostmac"} {
+		if !c.Has(p) {
+			continue
+		}
+		if hv != hypervisor.TypeBareMetal {
+			return nil, cserr.Param("parameter %s is for BareMetal hosts", p)
+		}
+		v := strings.TrimSpace(c.Str(p))
+		if p == "hostmac" {
+			hw, err := net.ParseMAC(v)
+			if err != nil || len(hw) != 6 {
+				return nil, cserr.Param("hostmac %q is not a MAC address", clip(v, 40))
+			}
+			v = hw.String()
+		} else if c.Int(p, 0) <= 0 {
+			return nil, cserr.Param("%s must be positive", p)
+		}
+		if in.Details == nil {
+			in.Details = map[string]string{}
+		}
+		in.Details[p] = v
 	}
 	if in.HostTags == nil {
 		in.HostTags = []string{}

@@ -946,6 +946,16 @@ func deployVirtualMachine(c *Call) (any, error) {
 	if hv == "" || strings.EqualFold(hv, models.HypervisorNone) {
 		hv = ""
 	}
+	// A BareMetal VM is a whole machine: its disks are the machine's own,
+	// installed by what its template boots, so it gets no volumes.
+	bare := hv == models.HypervisorBareMetal
+	if bare {
+		for _, p := range []string{"diskofferingid", "rootdisksize", "size"} {
+			if c.Has(p) {
+				return nil, cserr.Param("parameter %s: BareMetal VMs have no volumes (the machine's own disks are the VM's)", p)
+			}
+		}
+	}
 	// Admins' pins.
 	var pins activities.VMPins
 	pins.ConsiderLastHost = true
@@ -1060,7 +1070,7 @@ func deployVirtualMachine(c *Call) (any, error) {
 		}
 		rootSize = want
 	}
-	if rootSize <= 0 {
+	if rootSize <= 0 && !bare {
 		return nil, cserr.Param("The size of template %s is not known yet: give rootdisksize", t.Name)
 	}
 	now := models.Now()
@@ -1117,7 +1127,9 @@ func deployVirtualMachine(c *Call) (any, error) {
 				DomainID: vm.DomainID, ProvisioningType: orDefault(dataDO.ProvisioningType, models.ProvisioningThin), DisplayVolume: true, Created: now,
 			})
 		}
-		if _, err := tx.NewInsert().Model(&vols).Exec(ctx); err != nil {
+		if bare {
+			vols = nil
+		} else if _, err := tx.NewInsert().Model(&vols).Exec(ctx); err != nil {
 			return err
 		}
 		for i, n := range nics {

@@ -107,6 +107,7 @@ func DefaultConfigurations() []Configuration {
 		{Name: "pool.storage.allocated.capacity.notificationthreshold", Value: "0.75", DefaultValue: "0.75", Category: "Alert", Scope: "zone", Description: "Storage allocation fraction beyond which a primary storage pool raises a capacity alert"},
 		{Name: "host.reconcile.interval", Value: "300", DefaultValue: "300", Category: "Advanced", Scope: "global", Description: "Seconds between reconciliations of hosts against the inventory"},
 		{Name: "storage.orphan.cleanup.delay", Value: "0", DefaultValue: "0", Category: "Storage", Scope: "global", Description: "Seconds after which the reconciler deletes a disk it found on a primary pool with no volume or template copy in the inventory; 0 only reports such disks (as STORAGE.ORPHAN events)"},
+		{Name: "baremetal.provision.done.notification.timeout", Value: "1800", DefaultValue: "1800", Category: "Advanced", Scope: "global", Description: "Seconds a BareMetal deployment waits for the PXE-booted system to call back before it fails"},
 	}, limitConfigurations()...)
 }
 

@@ -9,22 +9,30 @@
 # a hot-plugged data volume arrived), and powers off on an ACPI power-button
 # press (so a graceful stop works).
 #
+# The same kernel and initramfs are left beside the image (vmlinuz,
+# initrd.img) for the BareMetal tests, which PXE-boot them: when the kernel
+# command line holds nimbus.callback=URL, init also brings up the first NIC
+# with DHCP (virtio_net) and fetches URL, as an installer reports to Nimbus
+# that the machine is provisioned (marker NIMBUS-TEST-GUEST-CALLBACK).
+#
 #   scripts/build-test-template.sh [OUT_DIR]   # default .test-services/template
 #
-# Writes OUT_DIR/nimbus-test.qcow2 (and .raw) and prints its path. Safe to
-# run again: an existing image of the current version is kept (bump
-# version when the guest changes, so machines rebuild it).
+# Writes OUT_DIR/nimbus-test.qcow2 (and .raw, vmlinuz, initrd.img) and
+# prints the image's path. Safe to run again: files of the current version
+# are kept (bump version when the guest changes, so machines rebuild).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/.test-services/template}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 img=$out/nimbus-test.qcow2
-version=2 # 2: acpid has its /var/log, so the power button works
-if [ -s "$img" ] && [ -s "$out/nimbus-test.raw" ] && [ "$(cat "$out/nimbus-test.version" 2>/dev/null)" = "$version" ]; then
-	echo "$img"
-	exit 0
-fi
+version=3 # 2: acpid has its /var/log, so the power button works; 3: kernel+initrd beside, PXE callback
+outputs=(nimbus-test.qcow2 nimbus-test.raw vmlinuz initrd.img)
+missing=
+[ "$(cat "$out/nimbus-test.version" 2>/dev/null)" = "$version" ] || missing=1
+for f in "${outputs[@]}"; do [ -s "$out/$f" ] || missing=1; done
+if [ -z "$missing" ]; then echo "$img"; exit 0; fi
 
 log() { echo "build-test-template: $*" >&2; }
 need=()
@@ -66,6 +74,30 @@ for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
 	esac
 	echo "$m" >>ir/lib/modules/order
 done
+# The NIC driver (in dependency order), loaded only to call back.
+for m in failover net_failover virtio_net; do
+	f=$(find k/lib/modules/"$kver" -name "$m.ko*" | head -1)
+	[ -n "$f" ] || continue # built in
+	case $f in
+	*.xz) xz -dc "$f" >ir/lib/modules/"$m".ko ;;
+	*.zst) zstd -qdc "$f" >ir/lib/modules/"$m".ko ;;
+	*) cp "$f" ir/lib/modules/"$m".ko ;;
+	esac
+	echo "$m" >>ir/lib/modules/net-order
+done
+# udhcpc's lease hook: address and default route on the interface.
+cat >ir/etc/udhcpc.sh <<'DHCP'
+#!/bin/busybox sh
+case $1 in
+bound|renew)
+	ip addr flush dev "$interface"
+	ip addr add "$ip/${mask:-24}" dev "$interface"
+	[ -n "$router" ] && ip route add default via "${router%% *}" dev "$interface"
+	;;
+esac
+exit 0
+DHCP
+chmod +x ir/etc/udhcpc.sh
 # busybox acpid: the built-in map turns the power button into PWRF; the
 # action file runs <conf dir>/power/off for it.
 echo "PWRF power/off" >ir/etc/acpid.conf
@@ -84,6 +116,29 @@ name=$(cat /sys/class/dmi/id/product_sku 2>/dev/null)
 uuid=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)
 echo "NIMBUS-TEST-GUEST-BOOTED hostname=${name:-unknown} uuid=${uuid:-unknown}"
 acpid -f -c /etc/acpi -a /etc/acpid.conf &
+callback=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^nimbus.callback=//p' | head -1)
+if [ -n "$callback" ]; then
+	(
+		[ -f /lib/modules/net-order ] && while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </lib/modules/net-order
+		sleep 1
+		nic=$(ls /sys/class/net | grep -v '^lo$' | head -1)
+		ip link set lo up
+		ip link set "$nic" up
+		mac=$(cat "/sys/class/net/$nic/address")
+		for try in 1 2 3 4 5 6 7 8 9 10; do
+			udhcpc -i "$nic" -n -q -t 5 -s /etc/udhcpc.sh >/dev/null 2>&1 && break
+			sleep 2
+		done
+		for try in 1 2 3 4 5 6 7 8 9 10; do
+			if wget -q -O /dev/null "$callback"; then
+				echo "NIMBUS-TEST-GUEST-CALLBACK ok mac=$mac"
+				exit 0
+			fi
+			sleep 3
+		done
+		echo "NIMBUS-TEST-GUEST-CALLBACK failed mac=$mac url=$callback"
+	) &
+fi
 last=
 while :; do
 	disks=$(ls /sys/block | grep '^vd' | tr '\n' ' ')
@@ -107,9 +162,14 @@ truncate -s 32M disk.img
 mkfs.vfat -n NIMBUS disk.img >/dev/null
 syslinux --install disk.img
 mcopy -i disk.img vmlinuz initrd.img syslinux.cfg ::/
-qemu-img convert -O qcow2 disk.img "$img.tmp"
-mv disk.img "$out/nimbus-test.raw"
-mv "$img.tmp" "$img"
+qemu-img convert -O qcow2 disk.img nimbus-test.qcow2
+mv disk.img nimbus-test.raw
+# Each file is replaced by a rename: a test holding the old one open keeps
+# reading what it had.
+for f in "${outputs[@]}"; do
+	cp "$f" "$out/$f.tmp"
+	mv "$out/$f.tmp" "$out/$f"
+done
 echo "$version" >"$out/nimbus-test.version"
-log "built $img ($(du -h "$img" | cut -f1)) with kernel $kver"
+log "built $out ($(du -h "$img" | cut -f1) image, kernel $kver)"
 echo "$img"

@@ -92,6 +92,8 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterActivity(&activities.Affinity{Deps: deps})
 	r.RegisterActivity(&activities.Templates{Deps: deps})
 	r.RegisterActivity(&activities.Maintenance{Deps: deps})
+	r.RegisterActivity(&activities.BareMetal{Deps: deps})
+	r.RegisterActivity(&activities.BMC{Deps: deps})
 }
 
 // New builds a worker on the task queue with every workflow and activity.

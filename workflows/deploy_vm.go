@@ -17,6 +17,7 @@ import (
 var (
 	vmAct   *activities.VMs
 	ipamAct *activities.IPAM
+	bmAct   *activities.BareMetal
 )
 
 // withLocalInventory sets options for quick inventory steps run as local
@@ -205,11 +206,17 @@ func (s *startVM) run(ctx workflow.Context) error {
 				return err
 			}
 		}
-		s.push("VMDestroyOnHost", func(ctx workflow.Context) error {
-			return workflow.ExecuteActivity(withVMDriver(ctx, 5*time.Minute), vmAct.VMDestroyOnHost, ref).Get(ctx, nil)
-		})
-		if err := provision(10*time.Minute, vmAct.VMDefineStart, ref).Get(ctx, nil); err != nil {
-			return err
+		if pl.BareMetal && workflow.GetVersion(ctx, "vm-baremetal-start", workflow.DefaultVersion, 1) == 1 {
+			if err := s.startBareMetal(ctx, ref); err != nil {
+				return err
+			}
+		} else {
+			s.push("VMDestroyOnHost", func(ctx workflow.Context) error {
+				return workflow.ExecuteActivity(withVMDriver(ctx, 5*time.Minute), vmAct.VMDestroyOnHost, ref).Get(ctx, nil)
+			})
+			if err := provision(10*time.Minute, vmAct.VMDefineStart, ref).Get(ctx, nil); err != nil {
+				return err
+			}
 		}
 		mark := activities.VMMarkInput{VMUUID: s.vm, From: []string{models.VMStarting}, To: models.VMRunning,
 			EventType: "VM.START", Usage: "VM.START", Actor: s.actor}
@@ -233,6 +240,45 @@ func (s *startVM) run(ctx workflow.Context) error {
 		workflow.GetLogger(ctx).Error("cannot mark the VM failed", "vm", s.vm, "err", merr)
 	}
 	return vmError(code, verb, reason)
+}
+
+// startBareMetal starts a VM on the BareMetal machine it was placed on:
+// powered on when the machine holds what was provisioned for it, otherwise
+// provisioned by PXE, and then the job waits (heartbeating, bounded by the
+// configured timeout) for the booted system's callback, which the
+// provisioning server records in the inventory. A failure powers the
+// machine off; a failed deployment also gives the machine up.
+func (s *startVM) startBareMetal(ctx workflow.Context, ref activities.VMRefInput) error {
+	rel := activities.BareMetalReleaseInput{VMUUID: s.vm, Forget: s.deploy}
+	s.push("BareMetalRelease", func(ctx workflow.Context) error {
+		return workflow.ExecuteActivity(withVMDriver(ctx, 10*time.Minute), bmAct.BareMetalRelease, rel).Get(ctx, nil)
+	})
+	// A BMC that does not do what it is told rarely does on the fifth try:
+	// fewer attempts than other driver steps, so a stuck machine fails the
+	// job in a minute or two.
+	sctx := withVMDriver(ctx, 15*time.Minute)
+	opts := workflow.GetActivityOptions(sctx)
+	opts.RetryPolicy.MaximumAttempts = 3
+	sctx = workflow.WithActivityOptions(sctx, opts)
+	var started activities.BareMetalStartResult
+	if err := workflow.ExecuteActivity(sctx, bmAct.BareMetalStart, ref).Get(ctx, &started); err != nil {
+		return err
+	}
+	if !started.Provisioning {
+		return nil
+	}
+	wctx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: started.Timeout + 5*time.Minute,
+		HeartbeatTimeout:    30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        30 * time.Second,
+			MaximumAttempts:        10,
+			NonRetryableErrorTypes: append([]string{activities.ErrTypeProvision, activities.ErrTypeVMState}, nonRetryable...),
+		},
+	})
+	return workflow.ExecuteActivity(wctx, bmAct.BareMetalAwaitProvisioned, activities.BareMetalAwaitInput{VMUUID: s.vm}).Get(ctx, nil)
 }
 
 // vmError is a job's error: the reason, said as "Unable to ..." when the

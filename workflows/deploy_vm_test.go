@@ -28,6 +28,8 @@ type vmSteps struct {
 	err   error
 	// noCopy has VMPlace say the template is on the pool already.
 	noCopy bool
+	// bare has VMPlace place the VM on a BareMetal machine (no volumes).
+	bare bool
 }
 
 func (s *vmSteps) rec(name string) error {
@@ -72,6 +74,9 @@ func newVMEnv(t *testing.T, fail string, err error) (*testsuite.TestWorkflowEnvi
 	}
 	s := &vmSteps{fail: fail, err: err}
 	env.OnActivity(vmAct.VMPlace, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.VMPlaceInput) (activities.VMPlacement, error) {
+		if s.bare {
+			return activities.VMPlacement{HostID: 7, HostUUID: "h-7", HostName: "h7", NicUUIDs: []string{testNic}, BareMetal: true}, s.rec("VMPlace")
+		}
 		return activities.VMPlacement{HostID: 7, HostUUID: "h-7", HostName: "h7", NicUUIDs: []string{testNic}, VolumeUUID: []string{testVol}, CopyTemplate: !s.noCopy}, s.rec("VMPlace")
 	})
 	env.OnActivity(vmAct.VMUnplace, mock.Anything, mock.Anything).Return(func(context.Context, activities.VMRefInput) error { return s.rec("VMUnplace") })

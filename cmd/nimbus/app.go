@@ -18,8 +18,10 @@ import (
 	"github.com/nimbus-cloud/nimbus/api"
 	"github.com/nimbus-cloud/nimbus/infra/config"
 	"github.com/nimbus-cloud/nimbus/infra/db"
-	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/libvirt" // KVM, LXC and Xen Project
-	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim"     // the Simulator driver
+	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/baremetal" // the BareMetal driver (IPMI, Redfish)
+	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/libvirt"   // KVM, LXC and Xen Project
+	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim"       // the Simulator driver
+	"github.com/nimbus-cloud/nimbus/infra/pxe"
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
 	_ "github.com/nimbus-cloud/nimbus/infra/storage/local" // NFS (and file://) image stores
 	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
@@ -147,7 +149,17 @@ func runWorkerLoop(ctx context.Context, cfg config.Config, d *bun.DB, tc client.
 	defer hv.Close()
 	st := activities.NewStorageDrivers(cfg.DataDir, hv)
 	defer st.Close()
-	deps := activities.Deps{DB: d, Render: renderer.Render, Hypervisors: hv.Get, Pools: st.Pool, ImageStores: st.ImageStore, Secrets: box}
+	bmcs := activities.NewBMCDrivers(nil)
+	defer bmcs.Close()
+	deps := activities.Deps{DB: d, Render: renderer.Render, Hypervisors: hv.Get, Pools: st.Pool, ImageStores: st.ImageStore, BMCs: bmcs.Get, Secrets: box}
+	if cfg.PXEListen != "" {
+		ps := &pxe.Server{Store: &activities.PXEStore{Deps: deps}, BaseURL: cfg.PXEURL, Log: log}
+		stopped, err := ps.Start(ctx, cfg.PXEListen)
+		if err != nil {
+			return err
+		}
+		defer func() { <-stopped }()
+	}
 	w := worker.New(tc, cfg.TaskQueue, cfg.WorkerPollers, deps)
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("worker: %w", err)

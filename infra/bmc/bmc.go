@@ -3,9 +3,10 @@
 // disk after), and hardware inventory. BareMetal hosts use it to deploy,
 // and host HA uses it to fence a host that stopped answering.
 //
-// Providers: "ipmi" and "redfish" (bmclib, not built yet: refused with a
-// clear error) and "simulator". Drivers know nothing of the inventory DB,
-// Temporal or the API; errors wrap the kinds of package hypervisor.
+// Providers: "ipmi" and "redfish" (package bmc/bmclib, over bmclib's
+// ipmitool and gofish providers) and "simulator". Drivers know nothing of
+// the inventory DB, Temporal or the API; errors wrap the kinds of package
+// hypervisor.
 package bmc
 
 import (
@@ -23,9 +24,11 @@ var (
 )
 
 // Driver talks to the BMCs of one provider. Power calls are idempotent
-// (powering on a machine that is on succeeds) and return once the BMC
-// accepted the command: callers read the state back with PowerStatus
-// rather than assume it changed. Implementations embed Unsupported.
+// (powering on a machine that is on succeeds). The bmclib driver returns
+// once the BMC reports the new state (or fails after its power timeout);
+// the simulator returns once the command was accepted, so callers that
+// must know read the state back with PowerStatus rather than assume it
+// changed. Implementations embed Unsupported.
 type Driver interface {
 	// Provider is the canonical provider name ("ipmi", "redfish", "simulator").
 	Provider() string

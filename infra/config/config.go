@@ -6,6 +6,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,6 +39,11 @@ type Config struct {
 
 	// Worker tuning.
 	WorkerPollers int
+
+	// BareMetal provisioning server, run by workers (and nimbus dev) when
+	// PXEListen is set: what PXE-booting machines fetch after DHCP.
+	PXEListen string // host:port it listens on, e.g. 0.0.0.0:8081; "" = off
+	PXEURL    string // how machines reach it, e.g. http://10.0.0.2:8081; default http://<pxe-listen>
 
 	ShutdownTimeout time.Duration
 }
@@ -107,6 +113,8 @@ func (c *Config) Register(fs *flag.FlagSet, groups Flags) {
 	}
 	if groups&FlagWorker != 0 {
 		fs.IntVar(&c.WorkerPollers, "worker-pollers", envInt("WORKER_POLLERS", 8), "workflow and activity task pollers [NIMBUS_WORKER_POLLERS]")
+		fs.StringVar(&c.PXEListen, "pxe-listen", envOr("PXE_LISTEN", ""), "run the BareMetal provisioning server (iPXE scripts, kernels, callbacks) on host:port; empty = off [NIMBUS_PXE_LISTEN]")
+		fs.StringVar(&c.PXEURL, "pxe-url", envOr("PXE_URL", ""), "base URL PXE-booting machines reach the provisioning server at; default http://<pxe-listen> [NIMBUS_PXE_URL]")
 	}
 	c.ShutdownTimeout = 10 * time.Second
 }
@@ -135,6 +143,16 @@ func (c *Config) Finish() error {
 	}
 	if c.MaxPageSize <= 0 {
 		c.MaxPageSize = 500
+	}
+	if c.PXEListen != "" && c.PXEURL == "" {
+		host, _, err := net.SplitHostPort(c.PXEListen)
+		if err != nil {
+			return fmt.Errorf("--pxe-listen %q: %w", c.PXEListen, err)
+		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return fmt.Errorf("--pxe-listen %q listens on every address: give --pxe-url, the URL machines reach it at", c.PXEListen)
+		}
+		c.PXEURL = "http://" + c.PXEListen
 	}
 	return nil
 }
