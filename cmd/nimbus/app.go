@@ -18,7 +18,8 @@ import (
 	"github.com/nimbus-cloud/nimbus/api"
 	"github.com/nimbus-cloud/nimbus/infra/config"
 	"github.com/nimbus-cloud/nimbus/infra/db"
-	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim" // the Simulator driver
+	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim"     // the Simulator driver
+	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere" // the VMware vSphere driver and its datastore pools
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
 	_ "github.com/nimbus-cloud/nimbus/infra/storage/local" // NFS (and file://) image stores
 	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
