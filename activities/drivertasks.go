@@ -24,19 +24,18 @@ type DriverCallDetails struct {
 
 // driverTracker keeps an attempt's details and heartbeats them.
 type driverTracker struct {
-	ctx context.Context
-	mu  sync.Mutex
-	d   DriverCallDetails
+	ctx   context.Context
+	mu    sync.Mutex
+	d     DriverCallDetails
+	flush *time.Timer // sends the tasks in flight straight to the server
 }
 
 type trackerKey struct{}
 
 // trackDriverCall runs a driver call with a hypervisor.Tasks record in its
 // context, seeded from the previous attempt's heartbeat details. A task's
-// reference is saved the moment the driver starts it, with a heartbeat
-// sent straight to the Temporal server (not the SDK's batched one, which
-// may wait most of a heartbeat timeout), so a worker dying right after
-// cannot lose it. Between events the details are heartbeated every few
+// reference is heartbeated the moment the driver starts it (see
+// saveTasks for when it reaches the server). Between events the details are heartbeated every few
 // seconds, so a dead worker is noticed within the heartbeat timeout.
 func trackDriverCall[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
 	if !activity.IsActivity(ctx) || activity.GetInfo(ctx).IsLocalActivity {
@@ -67,6 +66,13 @@ func trackDriverCall[T any](ctx context.Context, fn func(context.Context) (T, er
 		}
 	}()
 	defer close(done)
+	defer func() {
+		tr.mu.Lock()
+		if tr.flush != nil {
+			tr.flush.Stop()
+		}
+		tr.mu.Unlock()
+	}()
 	cctx := context.WithValue(hypervisor.WithTasks(ctx, tasks), trackerKey{}, tr)
 	return fn(cctx)
 }
@@ -78,15 +84,47 @@ func (tr *driverTracker) details() DriverCallDetails {
 	return d
 }
 
-// saveTasks records the tasks in flight and sends them at once.
+// saveTasks records the tasks in flight and heartbeats them. The SDK's
+// heartbeat goes out at once when it is the attempt's first, else batched
+// (up to most of the heartbeat timeout later); a task still in flight
+// after flushAfter is sent again straight to the Temporal server, so a
+// long task's reference is durable within a second of its start while
+// short tasks (power operations, most of a simulator's) cost no extra
+// round trip to the server.
 func (tr *driverTracker) saveTasks(refs map[string]string) {
 	tr.mu.Lock()
+	started := false
+	for k, v := range refs {
+		if tr.d.Tasks[k] != v {
+			started = true
+		}
+	}
 	tr.d.Tasks = refs
 	d := tr.d
+	if tr.flush != nil && (started || len(refs) == 0) {
+		tr.flush.Stop()
+		tr.flush = nil
+	}
+	if started {
+		tr.flush = time.AfterFunc(flushAfter, tr.flushNow)
+	}
 	tr.mu.Unlock()
-	// The SDK's own heartbeat too, so that a batched one it still holds
-	// does not carry older details over these.
-	activity.RecordHeartbeat(tr.ctx, d)
+	// A task that ended needs no heartbeat of its own: the next one says
+	// so (and the SDK's one heartbeat sent at once is kept for a start).
+	if started {
+		activity.RecordHeartbeat(tr.ctx, d)
+	}
+}
+
+// flushAfter is how long a task runs before its reference is sent
+// straight to the server.
+const flushAfter = time.Second
+
+func (tr *driverTracker) flushNow() {
+	d := tr.details()
+	if len(d.Tasks) == 0 || tr.ctx.Err() != nil {
+		return
+	}
 	info := activity.GetInfo(tr.ctx)
 	if c := activity.GetClient(tr.ctx); c != nil && len(info.TaskToken) > 0 {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(tr.ctx), 10*time.Second)

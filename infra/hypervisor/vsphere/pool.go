@@ -273,6 +273,7 @@ func (t *dsTarget) diskSize(ctx context.Context, file string) (int64, error) {
 	}
 	vc := t.c.client()
 	u := object.NewDatastoreURL(*vc.URL(), t.dcName, dp.Datastore, dp.Path)
+	fileCalls.Add(1)
 	rc, _, err := vc.Download(ctx, u, &soap.DefaultDownload)
 	if err != nil {
 		if strings.Contains(err.Error(), "404") {
@@ -741,6 +742,7 @@ func (t *dsTarget) upload(ctx context.Context, lease *nfc.Lease, arch importer.A
 	}
 	defer f.Close()
 	sink := &progressSink{size: size, sent: sent}
+	fileCalls.Add(1)
 	return lease.Upload(ctx, item, f, soap.Upload{ContentLength: size, Progress: sink})
 }
 

@@ -27,6 +27,13 @@ var soapCalls atomic.Int64
 // SOAPCalls is how many SOAP requests this process has sent to vCenters.
 func SOAPCalls() int64 { return soapCalls.Load() }
 
+// fileCalls counts the HTTP requests to vCenters' datastore file access
+// (vmdk descriptors read, OVA disks uploaded).
+var fileCalls atomic.Int64
+
+// FileCalls is how many datastore HTTP requests this process has sent.
+func FileCalls() int64 { return fileCalls.Load() }
+
 // endpoint is a vCenter and the user a session logs in as.
 type endpoint struct {
 	URL      *url.URL // https://vcenter[:port]/sdk, no user info

@@ -32,6 +32,10 @@ type Options struct {
 	Listen     string // host:port (default 127.0.0.1:0, a free port)
 	Username   string // the one login it accepts (default administrator@vsphere.local)
 	Password   string // (default nimbus)
+	// HostCores and HostMemoryMiB size every ESXi host (default: the
+	// simulator's 2 cores of 2294 MHz and 4 GiB).
+	HostCores     int
+	HostMemoryMiB int64
 }
 
 // Sim is a running simulated vCenter.
@@ -67,6 +71,15 @@ func Start(o Options) (*Sim, error) {
 	m.Machine = o.VMs
 	if err := m.Create(); err != nil {
 		return nil, err
+	}
+	for _, e := range m.Map().All("HostSystem") {
+		hw := e.(*simulator.HostSystem).Summary.Hardware
+		if o.HostCores > 0 {
+			hw.NumCpuCores, hw.NumCpuThreads = int16(o.HostCores), int16(o.HostCores)
+		}
+		if o.HostMemoryMiB > 0 {
+			hw.MemorySize = o.HostMemoryMiB << 20
+		}
 	}
 	m.Service.TLS = new(tls.Config)
 	// A login other than this one is refused, as a vCenter refuses a
