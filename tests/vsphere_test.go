@@ -15,6 +15,7 @@ import (
 	"github.com/apache/cloudstack-go/v2/cloudstack"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
@@ -86,14 +87,28 @@ func vsFileExists(t *testing.T, sim *vcsim.Sim, ds, path string) bool {
 	return true
 }
 
-// TestVSphereEndToEnd drives a vSphere zone through the API as an operator
-// and a user would, against govmomi's vCenter simulator served from this
-// test process (the worker process reaches it on loopback): addCluster
-// discovers the vCenter cluster's hosts, datastores become primary
-// storage, an OVA template is imported, and a VM is deployed, power-cycled,
-// moved by vMotion and its disk by Storage vMotion, then destroyed with
-// nothing left in vCenter.
-func TestVSphereEndToEnd(t *testing.T) {
+// vsCloud is a vSphere zone set up through the API against govmomi's
+// vCenter simulator served from the test process (the worker process
+// reaches it on loopback): addCluster discovering the vCenter cluster's
+// hosts, a cluster-wide and a zone-wide datastore pool, an OVA template,
+// and a shared guest network whose traffic label names a distributed
+// port group.
+type vsCloud struct {
+	s     *testenv.Stack
+	cs    *cloudstack.CloudStackClient
+	sim   *vcsim.Sim
+	zone  string
+	pod   string
+	cl    *cloudstack.AddClusterResponse
+	hosts *cloudstack.ListHostsResponse
+	ds0   *cloudstack.CreateStoragePoolResponse
+	ds1   *cloudstack.CreateStoragePoolResponse
+	tpl   string
+	nw    string
+}
+
+func vsSetup(t *testing.T) *vsCloud {
+	t.Helper()
 	sim, err := vcsim.Start(vcsim.Options{Hosts: 3, Datastores: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +123,6 @@ func TestVSphereEndToEnd(t *testing.T) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	}
-
 	z, err := cs.Zone.CreateZone(cs.Zone.NewCreateZoneParams("8.8.8.8", "10.0.0.2", "vs-zone", "Advanced"))
 	must("createZone", err)
 	pn, err := cs.Network.CreatePhysicalNetwork(cs.Network.NewCreatePhysicalNetworkParams("vs-phys", z.Id))
@@ -156,12 +170,10 @@ func TestVSphereEndToEnd(t *testing.T) {
 	if hosts.Count != 3 {
 		t.Fatalf("listHosts after addCluster = %d hosts, want the cluster's 3", hosts.Count)
 	}
-	hostByName := map[string]*cloudstack.Host{}
 	for _, h := range hosts.Hosts {
 		if h.State != "Up" || h.Hypervisor != "VMware" || h.Cpunumber <= 0 || h.Cpuspeed <= 0 || h.Memorytotal <= 0 || !strings.HasPrefix(h.Name, "DC0_C0_H") {
 			t.Fatalf("discovered host %+v", h)
 		}
-		hostByName[h.Name] = h
 	}
 
 	// Datastores as primary storage: one for the cluster, one zone-wide.
@@ -227,11 +239,29 @@ func TestVSphereEndToEnd(t *testing.T) {
 	nw, err := cs.Network.CreateNetwork(np)
 	must("createNetwork", err)
 
+	return &vsCloud{s: s, cs: cs, sim: sim, zone: z.Id, pod: pod.Id, cl: cl, hosts: hosts, ds0: ds0, ds1: ds1, tpl: tplID, nw: nw.Id}
+}
+
+// TestVSphereEndToEnd drives a vSphere zone through the API as an operator
+// and a user would: the cluster's hosts discovered, datastores as primary
+// storage, an OVA template, and a VM deployed, power-cycled, moved by
+// vMotion and its disk by Storage vMotion, then destroyed with nothing left
+// in vCenter.
+func TestVSphereEndToEnd(t *testing.T) {
+	c := vsSetup(t)
+	cs, sim, hosts, ds0, ds1, tplID := c.cs, c.sim, c.hosts, c.ds0, c.ds1, c.tpl
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
 	// Deploy: the template is imported into the chosen datastore, the root
 	// disk copied from it, the VM created around it and powered on.
-	dp := cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, tplID, z.Id)
+	dp := cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, tplID, c.zone)
 	dp.SetName("vs-vm1")
-	dp.SetNetworkids([]string{nw.Id})
+	dp.SetNetworkids([]string{c.nw})
 	dep, err := cs.VirtualMachine.DeployVirtualMachine(dp)
 	must("deployVirtualMachine", err)
 	if dep.State != "Running" || dep.Hypervisor != "VMware" {
@@ -286,7 +316,7 @@ func TestVSphereEndToEnd(t *testing.T) {
 	cv := cs.Volume.NewCreateVolumeParams()
 	cv.SetName("vs-data")
 	cv.SetDiskofferingid(models.DiskOfferingSmallUUID)
-	cv.SetZoneid(z.Id)
+	cv.SetZoneid(c.zone)
 	vol, err := cs.Volume.CreateVolume(cv)
 	must("createVolume", err)
 	_, err = cs.Volume.AttachVolume(cs.Volume.NewAttachVolumeParams(vol.Id, dep.Id))
@@ -340,11 +370,10 @@ func TestVSphereEndToEnd(t *testing.T) {
 		t.Fatalf("root volumes = %+v", vols.Volumes)
 	}
 	root := vols.Volumes[0]
-	from, to, toDS, fromDS := ds0, ds1, "LocalDS_1", "LocalDS_0"
+	to, toDS, fromDS := ds1, "LocalDS_1", "LocalDS_0"
 	if root.Storageid == ds1.Id {
-		from, to, toDS, fromDS = ds1, ds0, "LocalDS_0", "LocalDS_1"
+		to, toDS, fromDS = ds0, "LocalDS_0", "LocalDS_1"
 	}
-	_ = from
 	rootFile := "nimbus/" + root.Id + ".vmdk"
 	if !vsFileExists(t, sim, fromDS, rootFile) {
 		t.Fatalf("root disk %s not on %s", rootFile, fromDS)
@@ -397,5 +426,68 @@ func TestVSphereEndToEnd(t *testing.T) {
 	must("list vCenter VMs", err)
 	if len(names) != 0 || slices.Contains(names, dep.Instancename) {
 		t.Fatalf("vCenter still holds %v after the pools went", names)
+	}
+}
+
+// TestVSphereWorkerDiesMidCopy kills the worker while vCenter copies a
+// VM's root disk (a task made to take 40 s, longer than the activity's
+// heartbeat timeout) and starts another: the retried activity finds the
+// copy task in the heartbeat details the dead worker saved and waits on it
+// instead of starting a second copy, and the deployment ends Running.
+func TestVSphereWorkerDiesMidCopy(t *testing.T) {
+	c := vsSetup(t)
+	cs, sim := c.cs, c.sim
+	ctx := context.Background()
+	simulator.TaskDelay.MethodDelay = map[string]int{"CopyVirtualDisk": 40000, "LockHandoff": 0}
+	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
+
+	dp := cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, c.tpl, c.zone)
+	dp.SetName("vs-crash")
+	dp.SetNetworkids([]string{c.nw})
+	type res struct {
+		vm  *cloudstack.DeployVirtualMachineResponse
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		cs2 := cloudstack.NewAsyncClient(c.s.APIURL, c.s.Admin.APIKey, c.s.Admin.SecretKey, false)
+		cs2.AsyncTimeout(300)
+		vm, err := cs2.VirtualMachine.DeployVirtualMachine(dp)
+		done <- res{vm, err}
+	}()
+	running := func() int {
+		tasks, err := sim.Tasks(ctx, "VirtualDiskManager.copyVirtualDisk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(tasks)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for running() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no disk copy started in vCenter")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the task's reference reaches Temporal within a second
+	c.s.Workers()[0].Kill()
+	c.s.StartWorker()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("deploy after the worker died: %v", r.err)
+		}
+		if r.vm.State != "Running" {
+			t.Fatalf("deployed VM = %+v", r.vm)
+		}
+	case <-time.After(4 * time.Minute):
+		t.Fatal("the deployment did not end")
+	}
+	tasks, err := sim.Tasks(ctx, "VirtualDiskManager.copyVirtualDisk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tasks) != 1 || tasks[0].State != types.TaskInfoStateSuccess {
+		t.Fatalf("vCenter ran %d disk copies for one deployment (want the one, reattached to): %+v", len(tasks), tasks)
 	}
 }

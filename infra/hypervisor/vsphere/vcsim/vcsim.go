@@ -21,7 +21,9 @@ import (
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 // Options shapes the simulated vCenter.
@@ -130,6 +132,34 @@ func (s *Sim) VMs(ctx context.Context) ([]string, error) {
 	out := make([]string, len(vms))
 	for i, vm := range vms {
 		out[i] = vm.Name
+	}
+	return out, nil
+}
+
+// Tasks reads the info of every task the simulator has run or runs whose
+// description id (e.g. "VirtualDiskManager.copyVirtualDisk") is given.
+func (s *Sim) Tasks(ctx context.Context, descriptionID string) ([]types.TaskInfo, error) {
+	var refs []types.ManagedObjectReference
+	for _, o := range s.Model.Map().AllReference("Task") {
+		refs = append(refs, o.Reference())
+	}
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	c, err := s.Client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = c.Logout(context.Background()) }()
+	var tasks []mo.Task
+	if err := property.DefaultCollector(c.Client).Retrieve(ctx, refs, []string{"info"}, &tasks); err != nil {
+		return nil, err
+	}
+	var out []types.TaskInfo
+	for _, t := range tasks {
+		if t.Info.DescriptionId == descriptionID {
+			out = append(out, t.Info)
+		}
 	}
 	return out, nil
 }
