@@ -413,11 +413,13 @@ func TestVSphereEndToEnd(t *testing.T) {
 	names, err := sim.VMs(context.Background())
 	must("list vCenter VMs", err)
 	for _, n := range names {
-		if !strings.HasPrefix(n, "nimbus-tpl-") {
+		// Left: Nimbus's own per-datastore VMs, the template copies and the
+		// helper that makes linked clones.
+		if !strings.HasPrefix(n, "nimbus-tpl-") && !strings.HasPrefix(n, "nimbus-diskhelper-") {
 			t.Fatalf("vCenter still holds %s after expunge (all: %v)", n, names)
 		}
 	}
-	// Removing the pools removes the template copies too: vCenter is empty.
+	// Removing the pools removes those too: vCenter is empty.
 	for _, p := range []*cloudstack.CreateStoragePoolResponse{ds0, ds1} {
 		_, err := cs.Pool.DeleteStoragePool(cs.Pool.NewDeleteStoragePoolParams(p.Id))
 		must("deleteStoragePool "+p.Name, err)
@@ -430,7 +432,8 @@ func TestVSphereEndToEnd(t *testing.T) {
 }
 
 // TestVSphereWorkerDiesMidCopy kills the worker while vCenter copies a
-// VM's root disk (a task made to take 40 s, longer than the activity's
+// VM's root disk (a full clone, the long task on a real vCenter, made to
+// take 40 s, longer than the activity's
 // heartbeat timeout) and starts another: the retried activity finds the
 // copy task in the heartbeat details the dead worker saved and waits on it
 // instead of starting a second copy, and the deployment ends Running.
@@ -443,6 +446,7 @@ func TestVSphereWorkerDiesMidCopy(t *testing.T) {
 
 	dp := cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, c.tpl, c.zone)
 	dp.SetName("vs-crash")
+	dp.SetRootdisksize(1) // bigger than the template: a full copy, not a linked clone
 	dp.SetNetworkids([]string{c.nw})
 	type res struct {
 		vm  *cloudstack.DeployVirtualMachineResponse

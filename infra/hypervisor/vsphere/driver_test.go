@@ -145,6 +145,29 @@ func TestVMLifecycle(t *testing.T) {
 	if again, err := e.pools.CreateVolumeFromTemplate(ctx, e.ds0, e.tpl.Path, storage.VolumeSpec{ID: "root-1", Path: "root-1", SizeBytes: 64 << 20}); err != nil || again.Path != root.Path {
 		t.Fatalf("CreateVolumeFromTemplate again = %+v, %v", again, err)
 	}
+	if root.BackingPath != "" {
+		t.Fatalf("a volume bigger than its template is a full copy, not a linked clone: %+v", root)
+	}
+	linked, err := e.pools.CreateVolumeFromTemplate(ctx, e.ds0, e.tpl.Path, storage.VolumeSpec{ID: "root-9", Path: "root-9"})
+	if err != nil || linked.BackingPath != e.tpl.Path || linked.Path != "[LocalDS_0] nimbus/root-9.vmdk" || linked.SizeBytes != 16<<20 {
+		t.Fatalf("linked clone = %+v, %v", linked, err)
+	}
+	ls := spec("i-2-19-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000019", hypervisor.Disk{Path: linked.Path})
+	if _, err := e.drv.DefineVM(ctx, e.hosts[2], ls); err != nil {
+		t.Fatalf("DefineVM on a linked clone: %v", err)
+	}
+	if err := e.drv.StartVM(ctx, e.hosts[2], ls.Ref()); err != nil {
+		t.Fatalf("StartVM on a linked clone: %v", err)
+	}
+	if err := e.drv.DestroyVM(ctx, e.hosts[2], ls.Ref()); err != nil {
+		t.Fatalf("DestroyVM: %v", err)
+	}
+	if err := e.pools.DeleteVolume(ctx, e.ds0, linked.Path); err != nil {
+		t.Fatalf("DeleteVolume of a linked clone: %v", err)
+	}
+	if v, err := e.pools.VolumeInfo(ctx, e.ds0, e.tpl.Path); err != nil || v.SizeBytes != 16<<20 {
+		t.Fatalf("the template's disk after its linked clone went: %+v, %v", v, err)
+	}
 	data, err := e.pools.CreateVolume(ctx, e.ds0, storage.VolumeSpec{ID: "data-1", Path: "data-1", SizeBytes: 32 << 20})
 	if err != nil {
 		t.Fatalf("CreateVolume: %v", err)
@@ -307,9 +330,13 @@ func TestVMLifecycle(t *testing.T) {
 // saved: the retry waits on the same task instead of starting another.
 func TestTaskReattach(t *testing.T) {
 	e := newEnv(t)
-	simulator.TaskDelay.MethodDelay = map[string]int{"CopyVirtualDisk": 1500, "CreateVm": 1500, "LockHandoff": 0}
+	simulator.TaskDelay.MethodDelay = map[string]int{"CopyVirtualDisk": 1500, "CreateVm": 1500, "ReconfigVm": 1500, "LockHandoff": 0}
 	t.Cleanup(func() { simulator.TaskDelay.MethodDelay = nil })
 
+	// attempt runs call as one activity attempt would, with the task
+	// references an earlier attempt saved; dieOnStart cancels it the moment
+	// it starts a task, the way a worker dies. It answers what it saved and
+	// the keys of the tasks it started.
 	attempt := func(call func(ctx context.Context) error, prior map[string]string, dieOnStart bool) (saved map[string]string, started []string, err error) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -317,70 +344,83 @@ func TestTaskReattach(t *testing.T) {
 		tasks := hypervisor.NewTasks(prior, func(m map[string]string) {
 			mu.Lock()
 			defer mu.Unlock()
-			saved = m
-		}, nil)
-		// Started is reported through save; a new key means a new task.
-		before := tasks.Refs()
-		if dieOnStart {
-			go func() {
-				for ctx.Err() == nil {
-					if len(tasks.Refs()) > len(before) {
-						cancel()
-						return
-					}
-					time.Sleep(5 * time.Millisecond)
+			for k, v := range m {
+				if prior[k] != v && !slices.Contains(started, k) {
+					started = append(started, k)
 				}
-			}()
-		}
-		err = call(hypervisor.WithTasks(ctx, tasks))
-		for k, v := range tasks.Refs() {
-			if before[k] != v {
-				started = append(started, k)
 			}
-		}
+			saved = m
+			if dieOnStart && len(m) > 0 {
+				cancel()
+			}
+		}, nil)
+		err = call(hypervisor.WithTasks(ctx, tasks))
 		mu.Lock()
 		defer mu.Unlock()
 		return saved, started, err
 	}
+	// retried runs call until it succeeds, dying on every task's start the
+	// first times, and checks that no attempt started a task an earlier one
+	// had saved.
+	retried := func(what string, call func(ctx context.Context) error) {
+		t.Helper()
+		var prior map[string]string
+		for i := range 10 {
+			saved, started, err := attempt(call, prior, i < 2)
+			for _, k := range started {
+				if prior[k] != "" {
+					t.Fatalf("%s, attempt %d: started %s again instead of reattaching to %s", what, i+1, k, prior[k])
+				}
+			}
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("%s, attempt %d: %v", what, i+1, err)
+			}
+			if len(saved) == 0 {
+				t.Fatalf("%s, attempt %d: died with nothing saved", what, i+1)
+			}
+			prior = saved
+		}
+		t.Fatalf("%s: no attempt finished", what)
+	}
 
-	copyRoot := func(ctx context.Context) error {
-		_, err := e.pools.CreateVolumeFromTemplate(ctx, e.ds0, e.tpl.Path, storage.VolumeSpec{ID: "root-2", SizeBytes: 16 << 20})
+	// A full copy (the volume is bigger than the template).
+	retried("full clone", func(ctx context.Context) error {
+		_, err := e.pools.CreateVolumeFromTemplate(ctx, e.ds0, e.tpl.Path, storage.VolumeSpec{ID: "root-2", SizeBytes: 32 << 20})
 		return err
-	}
-	saved, _, err := attempt(copyRoot, nil, true)
-	if !errors.Is(err, context.Canceled) || saved["copy:[LocalDS_0] nimbus/root-2.vmdk"] == "" {
-		t.Fatalf("first attempt: %v, saved %v", err, saved)
-	}
-	_, started, err := attempt(copyRoot, saved, false)
-	if err != nil || len(started) != 0 {
-		t.Fatalf("retry: %v, started %v (want it to reattach)", err, started)
-	}
-
+	})
+	// A linked clone: the helper VM made, the child disk attached, detached.
+	retried("linked clone", func(ctx context.Context) error {
+		v, err := e.pools.CreateVolumeFromTemplate(ctx, e.ds0, e.tpl.Path, storage.VolumeSpec{ID: "root-3", SizeBytes: 16 << 20})
+		if err == nil && v.BackingPath != e.tpl.Path {
+			t.Errorf("root-3 = %+v, want a linked clone of %s", v, e.tpl.Path)
+		}
+		return err
+	})
 	s := spec("i-2-12-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000012", hypervisor.Disk{Path: "[LocalDS_0] nimbus/root-2.vmdk"})
-	define := func(ctx context.Context) error {
+	retried("define", func(ctx context.Context) error {
 		_, err := e.drv.DefineVM(ctx, e.hosts[0], s)
 		return err
-	}
-	saved, _, err = attempt(define, nil, true)
-	if !errors.Is(err, context.Canceled) || saved["define:"+s.UUID] == "" {
-		t.Fatalf("first define: %v, saved %v", err, saved)
-	}
-	_, started, err = attempt(define, saved, false)
-	if err != nil || len(started) != 0 {
-		t.Fatalf("define retry: %v, started %v", err, started)
-	}
+	})
 	names, err := e.sim.VMs(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	count := map[string]int{}
 	for _, name := range names {
-		if name == s.Name {
-			n++
+		count[name]++
+		if strings.HasPrefix(name, "nimbus-diskhelper-") {
+			count["helpers"]++
 		}
 	}
-	if n != 1 {
-		t.Fatalf("%d VMs named %s after a retried define: %v", n, s.Name, names)
+	if count[s.Name] != 1 || count["helpers"] != 1 {
+		t.Fatalf("VMs after retried calls: %v", names)
+	}
+	copies, err := e.sim.Tasks(context.Background(), "VirtualDiskManager.copyVirtualDisk")
+	if err != nil || len(copies) != 1 {
+		t.Fatalf("%d disk copies for one full clone (%v)", len(copies), err)
 	}
 }
 

@@ -54,6 +54,7 @@ type Pool struct {
 	s         *sessions
 	mountRoot string
 	imports   sync.Map // template VM name -> *sync.Mutex: one import at a time per datastore
+	helpers   sync.Map // disk helper VM id -> *sync.Mutex: one device change at a time
 }
 
 // NewPool returns the driver; Options "mountroot" is where NFS image
@@ -218,7 +219,8 @@ func (p *Pool) DeletePool(ctx context.Context, pl storage.Pool) error {
 			return classify("DeletePool", t.dsName, err)
 		}
 		for _, vm := range vms {
-			if !strings.HasPrefix(vm.Name, TemplatePrefix) || !strings.HasSuffix(vm.Name, "-"+t.ds.Value) {
+			mine := strings.HasPrefix(vm.Name, TemplatePrefix) && strings.HasSuffix(vm.Name, "-"+t.ds.Value)
+			if !mine && vm.Name != helperName(t.ds) {
 				continue
 			}
 			if err := t.destroyVM(ctx, vm.Self); err != nil {
@@ -241,7 +243,38 @@ func (p *Pool) DeletePool(ctx context.Context, pl storage.Pool) error {
 	return nil
 }
 
+// destroyVM destroys a VM of Nimbus's own (a template or the disk
+// helper), first detaching any disk it holds that is not in its own
+// folder: a volume left on the helper by an interrupted link stays.
 func (t *dsTarget) destroyVM(ctx context.Context, ref types.ManagedObjectReference) error {
+	var vm mo.VirtualMachine
+	if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, ref, []string{"name", "config.hardware.device"}, &vm); err != nil {
+		if fault.Is(err, &types.ManagedObjectNotFound{}) {
+			return nil
+		}
+		return err
+	}
+	var detach []types.BaseVirtualDeviceConfigSpec
+	if vm.Config != nil {
+		for _, d := range object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil)) {
+			if b, ok := d.GetVirtualDevice().Backing.(types.BaseVirtualDeviceFileBackingInfo); ok &&
+				strings.Contains(b.GetVirtualDeviceFileBackingInfo().FileName, "] "+VolumeFolder+"/") {
+				detach = append(detach, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationRemove, Device: d})
+			}
+		}
+	}
+	if len(detach) > 0 {
+		_, err := t.c.runTask(ctx, "detach-all:"+ref.Value, func(ctx context.Context) (types.ManagedObjectReference, error) {
+			res, err := methods.ReconfigVM_Task(ctx, t.c.client(), &types.ReconfigVM_Task{This: ref, Spec: types.VirtualMachineConfigSpec{DeviceChange: detach}})
+			if err != nil {
+				return types.ManagedObjectReference{}, err
+			}
+			return res.Returnval, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
 	_, err := t.c.runTask(ctx, "destroy:"+ref.Value, func(ctx context.Context) (types.ManagedObjectReference, error) {
 		res, err := methods.Destroy_Task(ctx, t.c.client(), &types.Destroy_Task{This: ref})
 		if err != nil {
@@ -409,15 +442,35 @@ func (t *dsTarget) extend(ctx context.Context, op, file string, size int64) (int
 	return size, nil
 }
 
-// CreateVolumeFromTemplate makes a root volume: a full copy of the
-// template's disk on the pool, grown to the volume's size when that is
-// bigger than the template's.
+// CreateVolumeFromTemplate makes a root volume from the template's disk on
+// the pool: a linked clone (a delta disk whose parent is the template's
+// snapshotted base disk, made in no time and sharing its blocks) when the
+// template VM has a snapshot, as every template Nimbus imports does, and
+// the volume is not bigger than the template (vSphere grows no delta
+// disk); otherwise a full copy (CopyVirtualDisk_Task) grown to the
+// volume's size.
 func (p *Pool) CreateVolumeFromTemplate(ctx context.Context, pl storage.Pool, templatePath string, spec storage.VolumeSpec) (storage.Volume, error) {
 	t, err := p.target(ctx, pl)
 	if err != nil {
 		return storage.Volume{}, err
 	}
 	file := t.path(nameOf(spec))
+	tplSize, err := t.diskSize(ctx, templatePath)
+	if err != nil {
+		return storage.Volume{}, err
+	}
+	if spec.SizeBytes <= tplSize {
+		linkable, err := t.linkable(ctx, templatePath)
+		if err != nil {
+			return storage.Volume{}, err
+		}
+		if linkable {
+			if err := p.linkDisk(ctx, t, templatePath, file); err != nil {
+				return storage.Volume{}, err
+			}
+			return t.volume(file, tplSize, templatePath), nil
+		}
+	}
 	if err := t.copyDisk(ctx, "CreateVolumeFromTemplate", templatePath, file); err != nil {
 		return storage.Volume{}, err
 	}
@@ -425,7 +478,203 @@ func (p *Pool) CreateVolumeFromTemplate(ctx context.Context, pl storage.Pool, te
 	if err != nil {
 		return storage.Volume{}, err
 	}
-	return t.volume(file, size, templatePath), nil
+	return t.volume(file, size, ""), nil
+}
+
+// linkable tells whether a template disk may parent linked clones: the
+// template VM (named by the disk's folder) has a snapshot, so its base
+// disk never changes. Remembered per session.
+func (t *dsTarget) linkable(ctx context.Context, templatePath string) (bool, error) {
+	if v, ok := t.c.flags.Load("linkable:" + templatePath); ok {
+		return v.(bool), nil
+	}
+	var dp object.DatastorePath
+	if !dp.FromString(templatePath) {
+		return false, nil
+	}
+	folder, _, _ := strings.Cut(dp.Path, "/")
+	ref, err := object.NewSearchIndex(t.c.client()).FindByInventoryPath(ctx, "/"+escapeName(t.dcName)+"/vm/"+escapeName(folder))
+	if err != nil {
+		return false, classify("CreateVolumeFromTemplate", templatePath, err)
+	}
+	ok := false
+	if ref != nil && ref.Reference().Type == "VirtualMachine" {
+		var vm mo.VirtualMachine
+		if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, ref.Reference(), []string{"snapshot"}, &vm); err != nil {
+			return false, classify("CreateVolumeFromTemplate", templatePath, err)
+		}
+		ok = vm.Snapshot != nil && vm.Snapshot.CurrentSnapshot != nil
+	}
+	t.c.flags.Store("linkable:"+templatePath, ok)
+	return ok, nil
+}
+
+// helperName is the disk helper VM of a datastore.
+func helperName(ds types.ManagedObjectReference) string { return "nimbus-diskhelper-" + ds.Value }
+
+// helper returns the datastore's disk helper VM: a powered-off VM with a
+// SCSI controller and no disks of its own, which vSphere needs to create a
+// linked clone's delta disk (a child disk is made by attaching it to some
+// VM); created the first time.
+func (p *Pool) helper(ctx context.Context, t *dsTarget) (types.ManagedObjectReference, error) {
+	name := helperName(t.ds)
+	si := object.NewSearchIndex(t.c.client())
+	vmPath := "/" + escapeName(t.dcName) + "/vm/" + escapeName(name)
+	if r, ok := t.c.cache.get("path:" + vmPath); ok {
+		return r, nil
+	}
+	find := func() (types.ManagedObjectReference, bool, error) {
+		ref, err := si.FindByInventoryPath(ctx, vmPath)
+		if err != nil || ref == nil {
+			return types.ManagedObjectReference{}, false, err
+		}
+		t.c.cache.put("path:"+vmPath, ref.Reference())
+		return ref.Reference(), true, nil
+	}
+	if _, err := t.c.reattach(ctx, "helper:"+name); err != nil {
+		return types.ManagedObjectReference{}, classify("CreateVolumeFromTemplate", name, err)
+	}
+	if r, ok, err := find(); err != nil || ok {
+		return r, classify("CreateVolumeFromTemplate", name, err)
+	}
+	pool, host, folder, err := t.placement(ctx)
+	if err != nil {
+		return types.ManagedObjectReference{}, err
+	}
+	ctrl := &types.ParaVirtualSCSIController{VirtualSCSIController: types.VirtualSCSIController{
+		SharedBus: types.VirtualSCSISharingNoSharing, ScsiCtlrUnitNumber: 7,
+		VirtualController: types.VirtualController{BusNumber: 0, VirtualDevice: types.VirtualDevice{Key: -100}},
+	}}
+	cs := types.VirtualMachineConfigSpec{Name: name, GuestId: string(types.VirtualMachineGuestOsIdentifierOtherGuest64), NumCPUs: 1, MemoryMB: 4,
+		Annotation: "Nimbus: makes linked-clone disks on datastore " + t.dsName + "; holds none. Do not power on.",
+		Files:      &types.VirtualMachineFileInfo{VmPathName: "[" + t.dsName + "]"},
+		DeviceChange: []types.BaseVirtualDeviceConfigSpec{&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: ctrl}}}
+	info, err := t.c.runTask(ctx, "helper:"+name, func(ctx context.Context) (types.ManagedObjectReference, error) {
+		res, err := methods.CreateVM_Task(ctx, t.c.client(), &types.CreateVM_Task{This: folder, Config: cs, Pool: pool, Host: &host})
+		if err != nil {
+			return types.ManagedObjectReference{}, err
+		}
+		return res.Returnval, nil
+	})
+	if err != nil {
+		if fault.Is(err, &types.DuplicateName{}) { // another worker made it meanwhile
+			if r, ok, ferr := find(); ferr == nil && ok {
+				return r, nil
+			}
+		}
+		return types.ManagedObjectReference{}, classify("CreateVolumeFromTemplate", name, err)
+	}
+	ref := info.Result.(types.ManagedObjectReference)
+	t.c.cache.put("path:"+vmPath, ref)
+	return ref, nil
+}
+
+// placement is where Nimbus puts its own VMs on a datastore: the root
+// resource pool of the first host that mounts it, that host, and the
+// datacenter's VM folder.
+func (t *dsTarget) placement(ctx context.Context) (pool, host, folder types.ManagedObjectReference, err error) {
+	pc := property.DefaultCollector(t.c.client())
+	var ds mo.Datastore
+	if err = pc.RetrieveOne(ctx, t.ds, []string{"host"}, &ds); err != nil {
+		return pool, host, folder, classify("place", t.dsName, err)
+	}
+	if len(ds.Host) == 0 {
+		return pool, host, folder, hypervisor.Errorf(driverName, "place", t.dsName, hypervisor.ErrInvalid, "no host mounts datastore %s", t.dsName)
+	}
+	host = ds.Host[0].Key
+	var hs mo.HostSystem
+	if err = pc.RetrieveOne(ctx, host, []string{"parent"}, &hs); err != nil {
+		return pool, host, folder, classify("place", t.dsName, err)
+	}
+	var cr mo.ComputeResource
+	if err = pc.RetrieveOne(ctx, *hs.Parent, []string{"resourcePool"}, &cr); err != nil || cr.ResourcePool == nil {
+		return pool, host, folder, classify("place", t.dsName, err)
+	}
+	var dc mo.Datacenter
+	if err = pc.RetrieveOne(ctx, t.dc.Reference(), []string{"vmFolder"}, &dc); err != nil {
+		return pool, host, folder, classify("place", t.dsName, err)
+	}
+	return *cr.ResourcePool, host, dc.VmFolder, nil
+}
+
+// linkDisk makes file a delta disk whose parent is the template's disk:
+// attached to the datastore's helper VM as a child disk (ReconfigVM_Task,
+// file operation create), then detached from it again, the file kept. A
+// retry reattaches to the first task, finds the disk made, and detaches
+// it from the helper if an earlier attempt stopped in between.
+func (p *Pool) linkDisk(ctx context.Context, t *dsTarget, parent, file string) error {
+	helper, err := p.helper(ctx, t)
+	if err != nil {
+		return err
+	}
+	mu, _ := p.helpers.LoadOrStore(helper.Value, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+	key := "link:" + file
+	if _, err := t.c.reattach(ctx, key); err != nil {
+		return classify("CreateVolumeFromTemplate", file, err)
+	}
+	devices := func() (object.VirtualDeviceList, error) {
+		var vm mo.VirtualMachine
+		if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, helper, []string{"config.hardware.device"}, &vm); err != nil {
+			return nil, classify("CreateVolumeFromTemplate", file, err)
+		}
+		return object.VirtualDeviceList(vm.Config.Hardware.Device), nil
+	}
+	reconfigure := func(key string, change *types.VirtualDeviceConfigSpec) error {
+		_, err := t.c.runTask(ctx, key, func(ctx context.Context) (types.ManagedObjectReference, error) {
+			res, err := methods.ReconfigVM_Task(ctx, t.c.client(), &types.ReconfigVM_Task{This: helper,
+				Spec: types.VirtualMachineConfigSpec{DeviceChange: []types.BaseVirtualDeviceConfigSpec{change}}})
+			if err != nil {
+				return types.ManagedObjectReference{}, err
+			}
+			return res.Returnval, nil
+		})
+		return classify("CreateVolumeFromTemplate", file, err)
+	}
+	attached := func(devs object.VirtualDeviceList) types.BaseVirtualDevice {
+		for _, d := range devs.SelectByType((*types.VirtualDisk)(nil)) {
+			if b, ok := d.GetVirtualDevice().Backing.(types.BaseVirtualDeviceFileBackingInfo); ok && b.GetVirtualDeviceFileBackingInfo().FileName == file {
+				return d
+			}
+		}
+		return nil
+	}
+	devs, err := devices()
+	if err != nil {
+		return err
+	}
+	if attached(devs) == nil {
+		if _, err := t.diskSize(ctx, file); errors.Is(err, hypervisor.ErrNotFound) {
+			ctrl := devs.PickController((*types.VirtualSCSIController)(nil))
+			if ctrl == nil {
+				return hypervisor.Errorf(driverName, "CreateVolumeFromTemplate", file, hypervisor.ErrCapacity, "the disk helper VM %s has no free SCSI slot", helperName(t.ds))
+			}
+			disk := &types.VirtualDisk{VirtualDevice: types.VirtualDevice{Key: -1, Backing: &types.VirtualDiskFlatVer2BackingInfo{
+				VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: file},
+				DiskMode:                     string(types.VirtualDiskModePersistent),
+				ThinProvisioned:              types.NewBool(true),
+				Parent: &types.VirtualDiskFlatVer2BackingInfo{
+					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: parent},
+					DiskMode:                     string(types.VirtualDiskModePersistent),
+				},
+			}}}
+			devs.AssignController(disk, ctrl)
+			if err := reconfigure(key, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd,
+				FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate, Device: disk}); err != nil {
+				return err
+			}
+			if devs, err = devices(); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+	}
+	if d := attached(devs); d != nil {
+		return reconfigure("unlink:"+file, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationRemove, Device: d})
+	}
+	return nil
 }
 
 // ResizeVolume grows a disk; vSphere shrinks none.
@@ -549,13 +798,20 @@ func (p *Pool) ListVolumes(ctx context.Context, pl storage.Pool) ([]storage.Volu
 	return out, nil
 }
 
-// rootDisk is the file and size of a VM's first disk.
+// rootDisk is the file and size of a VM's first disk: its base disk, the
+// one a snapshot froze, when it has a delta on top.
 func rootDisk(vm *mo.VirtualMachine) (string, int64) {
 	if vm.Config == nil {
 		return "", 0
 	}
 	for _, d := range object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil)) {
 		x := d.(*types.VirtualDisk)
+		if b, ok := x.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+			for b.Parent != nil {
+				b = b.Parent
+			}
+			return b.FileName, x.CapacityInBytes
+		}
 		if b, ok := x.Backing.(types.BaseVirtualDeviceFileBackingInfo); ok {
 			return b.GetVirtualDeviceFileBackingInfo().FileName, x.CapacityInBytes
 		}
@@ -645,6 +901,19 @@ func (p *Pool) CopyTemplateToPool(ctx context.Context, tpl storage.Template, pl 
 	if err != nil {
 		return storage.Volume{}, err
 	}
+	// A snapshot freezes the base disk, so volumes can be linked clones
+	// of it (CreateVolumeFromTemplate).
+	_, err = t.c.runTask(ctx, "snapshot:"+name, func(ctx context.Context) (types.ManagedObjectReference, error) {
+		res, err := methods.CreateSnapshot_Task(ctx, t.c.client(), &types.CreateSnapshot_Task{This: ref, Name: "nimbus-base",
+			Description: "the base disk of the linked clones of this template", Memory: false, Quiesce: false})
+		if err != nil {
+			return types.ManagedObjectReference{}, err
+		}
+		return res.Returnval, nil
+	})
+	if err != nil {
+		return storage.Volume{}, classify("CopyTemplateToPool", name, err)
+	}
 	if _, err := methods.MarkAsTemplate(ctx, t.c.client(), &types.MarkAsTemplate{This: ref}); err != nil {
 		return storage.Volume{}, classify("CopyTemplateToPool", name, err)
 	}
@@ -669,25 +938,9 @@ func (t *dsTarget) templateVolume(vm *mo.VirtualMachine) (storage.Volume, error)
 // in the root resource pool of a host that mounts the datastore.
 func (t *dsTarget) importOVA(ctx context.Context, file, name string, pr storage.ProgressFunc) (types.ManagedObjectReference, error) {
 	vc := t.c.client()
-	pc := property.DefaultCollector(vc)
-	var ds mo.Datastore
-	if err := pc.RetrieveOne(ctx, t.ds, []string{"host"}, &ds); err != nil {
-		return types.ManagedObjectReference{}, classify("CopyTemplateToPool", name, err)
-	}
-	if len(ds.Host) == 0 {
-		return types.ManagedObjectReference{}, hypervisor.Errorf(driverName, "CopyTemplateToPool", name, hypervisor.ErrInvalid, "no host mounts datastore %s", t.dsName)
-	}
-	var hs mo.HostSystem
-	if err := pc.RetrieveOne(ctx, ds.Host[0].Key, []string{"parent"}, &hs); err != nil {
-		return types.ManagedObjectReference{}, classify("CopyTemplateToPool", name, err)
-	}
-	var cr mo.ComputeResource
-	if err := pc.RetrieveOne(ctx, *hs.Parent, []string{"resourcePool"}, &cr); err != nil || cr.ResourcePool == nil {
-		return types.ManagedObjectReference{}, classify("CopyTemplateToPool", name, err)
-	}
-	var dc mo.Datacenter
-	if err := pc.RetrieveOne(ctx, t.dc.Reference(), []string{"vmFolder"}, &dc); err != nil {
-		return types.ManagedObjectReference{}, classify("CopyTemplateToPool", name, err)
+	pool, host, folder, err := t.placement(ctx)
+	if err != nil {
+		return types.ManagedObjectReference{}, err
 	}
 	arch := &importer.TapeArchive{Path: file}
 	imp := importer.Importer{
@@ -695,9 +948,9 @@ func (t *dsTarget) importOVA(ctx context.Context, file, name string, pr storage.
 		Client:       vc,
 		Datacenter:   t.dc,
 		Datastore:    object.NewDatastore(vc, t.ds),
-		ResourcePool: object.NewResourcePool(vc, *cr.ResourcePool),
-		Host:         object.NewHostSystem(vc, ds.Host[0].Key),
-		Folder:       object.NewFolder(vc, dc.VmFolder),
+		ResourcePool: object.NewResourcePool(vc, pool),
+		Host:         object.NewHostSystem(vc, host),
+		Folder:       object.NewFolder(vc, folder),
 		Archive:      arch,
 	}
 	n := name

@@ -130,6 +130,7 @@ type conn struct {
 	about types.AboutInfo
 
 	cache *objCache
+	flags sync.Map // what the driver learned about objects (e.g. "linkable:<disk>")
 }
 
 // connect connects and logs in.
