@@ -546,8 +546,8 @@ func (p *Pool) helper(ctx context.Context, t *dsTarget) (types.ManagedObjectRefe
 		VirtualController: types.VirtualController{BusNumber: 0, VirtualDevice: types.VirtualDevice{Key: -100}},
 	}}
 	cs := types.VirtualMachineConfigSpec{Name: name, GuestId: string(types.VirtualMachineGuestOsIdentifierOtherGuest64), NumCPUs: 1, MemoryMB: 4,
-		Annotation: "Nimbus: makes linked-clone disks on datastore " + t.dsName + "; holds none. Do not power on.",
-		Files:      &types.VirtualMachineFileInfo{VmPathName: "[" + t.dsName + "]"},
+		Annotation:   "Nimbus: makes linked-clone disks on datastore " + t.dsName + "; holds none. Do not power on.",
+		Files:        &types.VirtualMachineFileInfo{VmPathName: "[" + t.dsName + "]"},
 		DeviceChange: []types.BaseVirtualDeviceConfigSpec{&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: ctrl}}}
 	info, err := t.c.runTask(ctx, "helper:"+name, func(ctx context.Context) (types.ManagedObjectReference, error) {
 		res, err := methods.CreateVM_Task(ctx, t.c.client(), &types.CreateVM_Task{This: folder, Config: cs, Pool: pool, Host: &host})
