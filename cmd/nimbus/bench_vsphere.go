@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,8 +235,14 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	if len(names) != *vms+2 { // and the first VM and the template
-		return fmt.Errorf("vCenter holds %d VMs after %d deployments, want %d", len(names), *vms, *vms+2)
+	guests := 0
+	for _, n := range names {
+		if !strings.HasPrefix(n, vsphere.TemplatePrefix) && !strings.HasPrefix(n, "nimbus-diskhelper-") {
+			guests++
+		}
+	}
+	if guests != *vms+1 { // and the first VM
+		return fmt.Errorf("vCenter holds %d guest VMs after %d deployments, want %d", guests, *vms, *vms+1)
 	}
 	fmt.Printf("Nimbus deployVirtualMachine: %d VMs Running in %s: %.1f VMs/s (API call to Running); job p50 %s p99 %s; per deployment %.1f vCenter SOAP calls + %.1f datastore HTTP reads\n",
 		*vms, depWall.Round(time.Millisecond), dep.rps, dep.p50.Round(time.Millisecond), dep.p99.Round(time.Millisecond),
