@@ -374,12 +374,14 @@ func addCluster(c *Call) (any, error) {
 }
 
 // oneVCenterDatacenter enforces that a zone maps to one vCenter
-// datacenter: every VMware cluster of the zone is in the same datacenter
-// of the same vCenter.
+// datacenter and a datacenter to one zone: every VMware cluster of the
+// zone is in the same datacenter of the same vCenter, and no cluster of
+// another zone is in it (Nimbus's template copies and disk helpers on a
+// datastore are per datacenter).
 func oneVCenterDatacenter(ctx context.Context, tx bun.IDB, z *models.Zone, cl *models.Cluster) error {
 	var others []models.Cluster
-	if err := tx.NewSelect().Model(&others).Column("name", "url", "vmware_datacenter").
-		Where("zone_id = ? AND hypervisor_type = ?", z.ID, hypervisor.TypeVMware).Scan(ctx); err != nil {
+	if err := tx.NewSelect().Model(&others).Column("name", "url", "vmware_datacenter", "zone_id").
+		Where("hypervisor_type = ?", hypervisor.TypeVMware).Scan(ctx); err != nil {
 		return err
 	}
 	host := func(raw string) string {
@@ -389,9 +391,14 @@ func oneVCenterDatacenter(ctx context.Context, tx bun.IDB, z *models.Zone, cl *m
 		return raw
 	}
 	for _, o := range others {
-		if host(o.URL) != host(cl.URL) || o.VMwareDatacenter != cl.VMwareDatacenter {
+		same := host(o.URL) == host(cl.URL) && o.VMwareDatacenter == cl.VMwareDatacenter
+		switch {
+		case o.ZoneID == z.ID && !same:
 			return cserr.Param("Zone %s maps to datacenter %s of vCenter %s (cluster %s); a zone maps to one vCenter datacenter",
 				z.Name, o.VMwareDatacenter, host(o.URL), o.Name)
+		case o.ZoneID != z.ID && same:
+			return cserr.Param("Datacenter %s of vCenter %s belongs to another zone (cluster %s); a vCenter datacenter maps to one zone",
+				o.VMwareDatacenter, host(o.URL), o.Name)
 		}
 	}
 	return nil
