@@ -10,10 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/uptrace/bun"
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/nimbus-cloud/nimbus/api/cserr"
@@ -102,30 +100,11 @@ func driverFailure(err error) error {
 
 // callHeartbeating runs a driver call while heartbeating, so that a worker
 // dying mid-call is noticed within the heartbeat timeout and the call is
-// retried on another worker.
+// retried on another worker; the backend tasks the driver starts are saved
+// in the heartbeat details and the retry reattaches to them (see
+// trackDriverCall).
 func callHeartbeating[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
-	if !activity.IsActivity(ctx) {
-		return fn(ctx)
-	}
-	every := 2 * time.Second
-	if hb := activity.GetInfo(ctx).HeartbeatTimeout; hb > 0 && hb/3 < every {
-		every = hb / 3
-	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx)
-			}
-		}
-	}()
-	defer close(done)
-	return fn(ctx)
+	return trackDriverCall(ctx, fn)
 }
 
 // hostFail is a non-retryable failure with a CloudStack code.

@@ -1076,12 +1076,21 @@ func (a *VMs) vmSpec(ctx context.Context, vm *models.VMInstance) (hypervisor.VMS
 	if err := a.DB.NewSelect().Model(&nics).Where("instance_id = ?", vm.ID).Order("device_id").Scan(ctx); err != nil {
 		return spec, err
 	}
+	labels := map[int64]string{}
 	for _, n := range nics {
 		vlan := 0
 		if s, ok := strings.CutPrefix(n.BroadcastURI, "vlan://"); ok {
 			vlan, _ = strconv.Atoi(s)
 		}
-		spec.NICs = append(spec.NICs, hypervisor.NIC{MAC: n.MacAddress, VLAN: vlan, IP: n.IP4Address, Netmask: n.Netmask,
+		label, ok := labels[n.NetworkID]
+		if !ok {
+			var err error
+			if label, err = nicLabel(ctx, a.DB, n.NetworkID, vm.HypervisorType); err != nil {
+				return spec, err
+			}
+			labels[n.NetworkID] = label
+		}
+		spec.NICs = append(spec.NICs, hypervisor.NIC{MAC: n.MacAddress, Label: label, VLAN: vlan, IP: n.IP4Address, Netmask: n.Netmask,
 			Gateway: n.Gateway, DeviceID: n.DeviceID, Model: "virtio", Default: n.DefaultNic})
 	}
 	return spec, nil
@@ -1112,6 +1121,45 @@ func vmPublicKeys(ctx context.Context, db bun.IDB, vm *models.VMInstance) (strin
 		}
 	}
 	return strings.Join(keys, "\n"), nil
+}
+
+// nicLabel is the host network a NIC of the network joins on a
+// hypervisor: the traffic label (kvmnetworklabel, vmwarenetworklabel...)
+// of the network's traffic type on its physical network; "" when none is
+// set (the driver's default).
+func nicLabel(ctx context.Context, db bun.IDB, networkID int64, hv string) (string, error) {
+	var n models.Network
+	if err := db.NewSelect().Model(&n).Column("physical_network_id", "traffic_type").Where("id = ?", networkID).
+		WhereAllWithDeleted().Limit(1).Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", nil
+		}
+		return "", err
+	}
+	if n.PhysicalNetworkID == 0 {
+		return "", nil
+	}
+	var tt models.PhysicalNetworkTrafficType
+	err := db.NewSelect().Model(&tt).Where("physical_network_id = ? AND traffic_type = ?", n.PhysicalNetworkID, n.TrafficType).Limit(1).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	switch hv {
+	case models.HypervisorKVM, models.HypervisorLXC:
+		return tt.KVMNetworkLabel, nil
+	case models.HypervisorVMware:
+		return tt.VMwareNetworkLabel, nil
+	case models.HypervisorXenServer:
+		return tt.XenNetworkLabel, nil
+	case models.HypervisorHyperV:
+		return tt.HyperVNetworkLabel, nil
+	case models.HypervisorSimulator:
+		return tt.SimulatorNetworkLabel, nil
+	}
+	return "", nil
 }
 
 // VMDefineStart defines the VM on the host it was placed on and powers it

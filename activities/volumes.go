@@ -612,7 +612,13 @@ func heartbeatProgress(ctx context.Context) storage.ProgressFunc {
 	if !activity.IsActivity(ctx) {
 		return nil
 	}
-	return func(p storage.Progress) { activity.RecordHeartbeat(ctx, p.Done) }
+	return func(p storage.Progress) {
+		// Inside a tracked driver call the tracker heartbeats the bytes
+		// with the tasks in flight; a bare count would replace them.
+		if !trackerProgress(ctx, p.Done) {
+			activity.RecordHeartbeat(ctx, p.Done)
+		}
+	}
 }
 
 // VolumeUnallocate undoes VolumeAllocate and VolumeCreateOnPool: it deletes

@@ -10,9 +10,11 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/nimbus-cloud/nimbus/activities"
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
 	"github.com/nimbus-cloud/nimbus/models"
+	"github.com/nimbus-cloud/nimbus/workflows"
 )
 
 func init() {
@@ -75,6 +77,9 @@ func init() {
 			ResponseName: "cluster", Response: clusterFields, Handler: listClusters,
 		},
 	)
+	RegisterRenderer("Cluster", func(ctx context.Context, s *Server, id string) (any, error) {
+		return s.clusterView(ctx, id)
+	})
 }
 
 var clusterFields = []Field{
@@ -330,6 +335,11 @@ func addCluster(c *Call) (any, error) {
 		if n > 0 {
 			return cserr.Param("A cluster named %q already exists in pod %s", name, p.Name)
 		}
+		if hv == hypervisor.TypeVMware {
+			if err := oneVCenterDatacenter(ctx, tx, z, cl); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.NewInsert().Model(cl).Exec(ctx); err != nil {
 			return err
 		}
@@ -343,12 +353,55 @@ func addCluster(c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cl.ClusterType == models.ClusterExternalManaged && hv == hypervisor.TypeVMware {
+		// The cluster's hosts come from vCenter: discover and add them now,
+		// durably, in one job; a vCenter that cannot be read removes the
+		// cluster again and answers why.
+		in := activities.ClusterDiscoverInput{ClusterUUID: cl.UUID, Adding: true, Actor: actorOf(c.Caller)}
+		if _, err := c.RunJobSync(JobSpec{
+			Workflow: workflows.DiscoverCluster, Input: in, InstanceType: "Cluster", InstanceUUID: cl.UUID, ResponseID: cl.UUID,
+			Summary: "add vSphere cluster " + cl.Name + " and discover its hosts",
+		}, addHostTimeout); err != nil {
+			return nil, err
+		}
+	}
 	v, err := c.S.clusterView(c.Ctx, cl.UUID)
 	if err != nil {
 		return nil, err
 	}
 	// CloudStack answers addCluster with a list of the clusters added.
 	return List{Key: "cluster", Count: 1, Items: []ClusterView{v}}, nil
+}
+
+// oneVCenterDatacenter enforces that a zone maps to one vCenter
+// datacenter and a datacenter to one zone: every VMware cluster of the
+// zone is in the same datacenter of the same vCenter, and no cluster of
+// another zone is in it (Nimbus's template copies and disk helpers on a
+// datastore are per datacenter).
+func oneVCenterDatacenter(ctx context.Context, tx bun.IDB, z *models.Zone, cl *models.Cluster) error {
+	var others []models.Cluster
+	if err := tx.NewSelect().Model(&others).Column("name", "url", "vmware_datacenter", "zone_id").
+		Where("hypervisor_type = ?", hypervisor.TypeVMware).Scan(ctx); err != nil {
+		return err
+	}
+	host := func(raw string) string {
+		if u, err := url.Parse(raw); err == nil {
+			return strings.ToLower(u.Host)
+		}
+		return raw
+	}
+	for _, o := range others {
+		same := host(o.URL) == host(cl.URL) && o.VMwareDatacenter == cl.VMwareDatacenter
+		switch {
+		case o.ZoneID == z.ID && !same:
+			return cserr.Param("Zone %s maps to datacenter %s of vCenter %s (cluster %s); a zone maps to one vCenter datacenter",
+				z.Name, o.VMwareDatacenter, host(o.URL), o.Name)
+		case o.ZoneID != z.ID && same:
+			return cserr.Param("Datacenter %s of vCenter %s belongs to another zone (cluster %s); a vCenter datacenter maps to one zone",
+				o.VMwareDatacenter, host(o.URL), o.Name)
+		}
+	}
+	return nil
 }
 
 func detailKeys(m map[string]string) []string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -393,15 +394,30 @@ func addHost(c *Call) (any, error) {
 	case !isNoRows(err):
 		return nil, err
 	}
-	sealed := ""
+	sealed, username := "", c.Str("username")
 	if pw := c.Str("password"); pw != "" {
 		if sealed, err = c.S.Secrets.Encrypt(pw); err != nil {
 			return nil, err
 		}
 	}
+	if hv == hypervisor.TypeVMware && cl.URL != "" && !strings.HasPrefix(rawURL, strings.TrimRight(cl.URL, "/")+"/") {
+		// An ESXi host of a vSphere cluster is reached through its vCenter,
+		// as the cluster's discovery adds it: http://esxi-name becomes the
+		// cluster's URL with the host's name, with the vCenter's login (not
+		// the host's own: Nimbus never logs in to ESXi).
+		if rawURL, username, sealed, err = c.vmwareHostOf(cl, rawURL); err != nil {
+			return nil, err
+		}
+		if err := c.S.DB.NewSelect().Model(&prev).Where("cluster_id = ? AND url = ?", cl.ID, rawURL).Limit(1).Scan(c.Ctx); err == nil {
+			if prev.State == models.HostUp {
+				return nil, cserr.Param("A host with URL %s already exists in cluster %s (host %s)", rawURL, cl.Name, prev.Name)
+			}
+			hostUUID = prev.UUID
+		}
+	}
 	in := workflows.AddHostInput{
 		HostUUID: hostUUID, ClusterUUID: cl.UUID, Hypervisor: hv, URL: rawURL,
-		Username: c.Str("username"), PasswordSealed: sealed, HostTags: c.List("hosttags"),
+		Username: username, PasswordSealed: sealed, HostTags: c.List("hosttags"),
 		ResourceState: rs, Actor: actorOf(c.Caller),
 	}
 	// BareMetal machines: the shape and boot NIC CloudStack's BareMetal
@@ -444,6 +460,33 @@ func addHost(c *Call) (any, error) {
 	}
 	// CloudStack answers addHost with a list of the hosts added.
 	return List{Key: "host", Count: 1, Items: []HostView{v}}, nil
+}
+
+// vmwareHostOf turns an ESXi host's address into its URL under its
+// vSphere cluster (the cluster's URL and the host's name) and fills the
+// vCenter login of the cluster.
+func (c *Call) vmwareHostOf(cl *models.Cluster, raw string) (hostURL, user, sealed string, err error) {
+	name := raw
+	if u, err := url.Parse(raw); err == nil && u.Host != "" {
+		name = u.Hostname()
+	}
+	name = strings.Trim(name, "/")
+	if name == "" || strings.ContainsAny(name, "/?#") {
+		return "", "", "", cserr.Param("url %q: want the ESXi host's name as vCenter knows it (http://esxi-1.example.com)", clip(raw, 128))
+	}
+	var details []models.ClusterDetail
+	if err := c.S.DB.NewSelect().Model(&details).Where("cluster_id = ? AND name IN (?)", cl.ID, bun.In([]string{"username", "password"})).Scan(c.Ctx); err != nil {
+		return "", "", "", err
+	}
+	for _, d := range details {
+		switch d.Name {
+		case "username":
+			user = d.Value
+		case "password":
+			sealed = d.Value
+		}
+	}
+	return strings.TrimRight(cl.URL, "/") + "/" + url.PathEscape(name), user, sealed, nil
 }
 
 // clusterOfPod finds a cluster of the pod by name, creating it (cloud

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"net"
 	"net/url"
 	"sort"
 	"strconv"
@@ -387,14 +388,16 @@ func parsePoolURL(raw string) (poolURL, error) {
 			p.Host = "localhost"
 		}
 		return p, needPath()
-	case "vmfs":
+	case "vmfs", "presetup":
+		// vSphere datastores: vmfs://[user:password@]vcenter/<datacenter>/<datastore>.
 		p.Type = models.PoolVMFS
-		if err := needHost(0); err != nil {
-			return p, err
+		if strings.EqualFold(u.Scheme, "presetup") {
+			p.Type = models.PoolPreSetup
 		}
-		return p, needPath()
-	case "presetup":
-		p.Type = models.PoolPreSetup
+		if u.User != nil {
+			pw, _ := u.User.Password()
+			p.UserInfo = u.User.Username() + ":" + pw
+		}
 		if err := needHost(0); err != nil {
 			return p, err
 		}
@@ -541,6 +544,11 @@ func createStoragePool(c *Call) (any, error) {
 		}
 		return nil, err
 	}
+	if spec.HypervisorType == hypervisor.TypeVMware && (pu.Type == models.PoolVMFS || pu.Type == models.PoolPreSetup) {
+		if err := c.vcenterPool(z, spec.ClusterUUID, &pu, &spec); err != nil {
+			return nil, err
+		}
+	}
 	if pu.UserInfo != "" {
 		if spec.UserInfoSealed, err = c.S.Secrets.Encrypt(pu.UserInfo); err != nil {
 			return nil, err
@@ -573,6 +581,69 @@ func createStoragePool(c *Call) (any, error) {
 		return nil, err
 	}
 	return Object{"storagepool": v}, nil
+}
+
+// vcenterPool checks a datastore pool against the zone's vSphere
+// clusters: the pool's vCenter must be theirs (the cluster's, for a
+// cluster-wide pool), its datacenter the zone's, and it takes their
+// vCenter login (the storage driver reaches datastores through vCenter).
+// A URL naming only the datastore gets the zone's datacenter.
+func (c *Call) vcenterPool(z *models.Zone, clusterUUID string, pu *poolURL, spec *activities.PoolSpec) error {
+	var clusters []models.Cluster
+	q := c.S.DB.NewSelect().Model(&clusters).Where("zone_id = ? AND hypervisor_type = ? AND url IS NOT NULL AND url <> ''", z.ID, hypervisor.TypeVMware).Order("id")
+	if clusterUUID != "" {
+		q = q.Where("uuid = ?", clusterUUID)
+	}
+	if err := q.Scan(c.Ctx); err != nil {
+		return err
+	}
+	host := pu.Host
+	if pu.Port != 0 {
+		host = net.JoinHostPort(pu.Host, strconv.Itoa(pu.Port))
+	}
+	for _, cl := range clusters {
+		u, err := url.Parse(cl.URL)
+		if err != nil || !strings.EqualFold(u.Host, host) {
+			continue
+		}
+		parts := strings.Split(strings.Trim(pu.Path, "/"), "/")
+		switch {
+		case len(parts) == 1 && parts[0] != "":
+			pu.Path = "/" + cl.VMwareDatacenter + "/" + parts[0]
+			pool, _ := url.Parse(spec.URL)
+			pool.Path = pu.Path
+			spec.URL = pool.String()
+		case len(parts) != 2 || parts[1] == "":
+			return cserr.Param("url %q: a datastore pool is vmfs://vcenter/<datacenter>/<datastore>", clip(spec.URL, 128))
+		case parts[0] != cl.VMwareDatacenter:
+			return cserr.Param("Datacenter %s is not the zone's: zone %s maps to datacenter %s of vCenter %s", parts[0], z.Name, cl.VMwareDatacenter, host)
+		}
+		spec.Path = pu.Path
+		if pu.UserInfo != "" {
+			return nil
+		}
+		var details []models.ClusterDetail
+		if err := c.S.DB.NewSelect().Model(&details).Where("cluster_id = ? AND name IN (?)", cl.ID, bun.In([]string{"username", "password"})).Scan(c.Ctx); err != nil {
+			return err
+		}
+		var user, pw string
+		for _, d := range details {
+			switch d.Name {
+			case "username":
+				user = d.Value
+			case "password":
+				if pw, err = c.S.Secrets.Decrypt(d.Value); err != nil {
+					return cserr.Internal("cannot decrypt the vCenter password of cluster %s: %v", cl.Name, err)
+				}
+			}
+		}
+		pu.UserInfo = user + ":" + pw
+		return nil
+	}
+	if clusterUUID != "" {
+		return cserr.Param("Datastore pool %s is not on the vCenter of its cluster", clip(spec.URL, 128))
+	}
+	return cserr.Param("Datastore pool %s is on no vCenter of zone %s: add its vSphere cluster first", clip(spec.URL, 128), z.Name)
 }
 
 func listStoragePools(c *Call) (any, error) {

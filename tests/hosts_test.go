@@ -120,17 +120,18 @@ func TestHostsClustersAndCapacity(t *testing.T) {
 		cl.Podid != podID || cl.Zoneid != zoneID || cl.Zonename != "zone-hosts" || cl.Cpuovercommitratio != "1.0" {
 		t.Fatalf("addCluster = %+v", cl)
 	}
-	for name, hv := range map[string]string{"hyperv": "Hyperv", "xenserver": "XenServer", "vmware": "VMware"} {
+	for name, hv := range map[string]string{"hyperv": "Hyperv", "xenserver": "XenServer"} {
 		p := cs.Cluster.NewAddClusterParams("c-"+name, "CloudManaged", hv, podID, zoneID)
-		if hv == "VMware" {
-			p = cs.Cluster.NewAddClusterParams("c-"+name, "ExternalManaged", hv, podID, zoneID)
-			p.SetUrl("http://vcenter.example.com/DC1/Cluster1")
-			p.SetUsername("administrator@vsphere.local")
-			p.SetPassword("secret")
-		}
 		_, err := cs.Cluster.AddCluster(p)
 		hostWantErr(t, "addCluster "+hv, err, 432, "hypervisor type "+hv+" is not supported yet")
 	}
+	// A vSphere cluster whose vCenter does not answer is not added.
+	vp := cs.Cluster.NewAddClusterParams("c-vmware", "ExternalManaged", "VMware", podID, zoneID)
+	vp.SetUrl("https://127.0.0.1:1/DC1/Cluster1")
+	vp.SetUsername("administrator@vsphere.local")
+	vp.SetPassword("secret")
+	_, err = cs.Cluster.AddCluster(vp)
+	hostWantErr(t, "addCluster VMware without a vCenter", err, 534, "Unable to discover the hosts of the cluster", "127.0.0.1:1")
 	_, err = cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("c-x", "CloudManaged", "Parallels", podID, zoneID))
 	hostWantErr(t, "addCluster Parallels", err, 431, "unknown hypervisor type")
 	_, err = cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("c1", "CloudManaged", "Simulator", podID, zoneID))

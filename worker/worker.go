@@ -24,6 +24,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.UpdateVMAffinityGroup)
 
 	r.RegisterWorkflow(workflows.AddHost)
+	r.RegisterWorkflow(workflows.DiscoverCluster)
 	r.RegisterWorkflow(workflows.ReconnectHost)
 	r.RegisterWorkflow(workflows.PrepareHostForMaintenance)
 	r.RegisterWorkflow(workflows.CancelHostMaintenance)

@@ -21,6 +21,7 @@ import (
 	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/baremetal" // the BareMetal driver (IPMI, Redfish)
 	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/libvirt"   // KVM, LXC and Xen Project
 	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim"       // the Simulator driver
+	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere"   // the VMware vSphere driver and its datastore pools
 	"github.com/nimbus-cloud/nimbus/infra/pxe"
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
 	_ "github.com/nimbus-cloud/nimbus/infra/storage/local" // NFS (and file://) image stores
