@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/apache/cloudstack-go/v2 v2.16.1
+	github.com/digitalocean/go-libvirt v0.0.0-20261013170128-efbbdf578ac8
 	github.com/gin-gonic/gin v1.12.0
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/google/uuid v1.6.0
