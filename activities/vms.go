@@ -168,6 +168,9 @@ func (a *VMs) vmPool(ctx context.Context, poolID int64) (*models.StoragePool, st
 		}
 		d.Username, d.Password, _ = strings.Cut(ui, ":")
 	}
+	if err := setPoolVia(ctx, a.Deps, &p, &d); err != nil {
+		return nil, d, nil, err
+	}
 	drv, err := a.Pools(p.HypervisorType)
 	if err != nil {
 		return nil, d, nil, driverFailure(err)

@@ -20,7 +20,8 @@ import (
 	"github.com/nimbus-cloud/nimbus/infra/db"
 	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim" // the Simulator driver
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
-	_ "github.com/nimbus-cloud/nimbus/infra/storage/local" // NFS (and file://) image stores
+	_ "github.com/nimbus-cloud/nimbus/infra/storage/libvirtpool" // KVM, LXC, Xen Project primary storage
+	_ "github.com/nimbus-cloud/nimbus/infra/storage/local"       // NFS (and file://) image stores
 	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/worker"

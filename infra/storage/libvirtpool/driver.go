@@ -47,6 +47,7 @@ import (
 	"github.com/digitalocean/go-libvirt"
 
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/libvirtconn"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
 )
 
@@ -82,7 +83,8 @@ type Options struct {
 	// MountRoot is where nfs://server/export image stores are mounted on
 	// the worker (see storage.LocalDir).
 	MountRoot string
-	// Connector gives hosts' libvirt connections; nil = the driver's own.
+	// Connector gives hosts' libvirt connections; nil = the worker-wide
+	// libvirtconn.Default, shared with the hypervisor driver.
 	Connector Connector
 	// ProgressEvery is the least time between progress reports; default 500ms.
 	ProgressEvery time.Duration
@@ -96,7 +98,6 @@ type Driver struct {
 	storage.UnsupportedPool
 	typ   string
 	o     Options
-	own   *dialer
 	locks keyedLocks
 }
 
@@ -104,8 +105,7 @@ type Driver struct {
 func New(hypervisorType string, o Options) *Driver {
 	d := &Driver{UnsupportedPool: storage.UnsupportedPool{DriverName: hypervisorType}, typ: hypervisorType, o: o}
 	if d.o.Connector == nil {
-		d.own = newDialer()
-		d.o.Connector = d.own
+		d.o.Connector = shared{libvirtconn.Default}
 	}
 	if d.o.ProgressEvery <= 0 {
 		d.o.ProgressEvery = 500 * time.Millisecond
@@ -119,13 +119,8 @@ func New(hypervisorType string, o Options) *Driver {
 // Type is the hypervisor type the driver serves.
 func (d *Driver) Type() string { return d.typ }
 
-// Close closes the driver's own connections.
-func (d *Driver) Close() error {
-	if d.own != nil {
-		d.own.close()
-	}
-	return nil
-}
+// Close releases nothing: connections belong to the shared pool.
+func (d *Driver) Close() error { return nil }
 
 // session is one operation on one pool through one host.
 type session struct {
@@ -166,11 +161,11 @@ func (d *Driver) do(ctx context.Context, op string, p storage.Pool, h *hyperviso
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		d.o.Connector.Forget(*h, l)
+		d.o.Connector.Forget(*h) // fails the calls still waiting on it
 		err = ctx.Err()
-	}
-	if err != nil && kindOf(err) == storage.ErrUnreachable && !l.IsConnected() {
-		d.o.Connector.Forget(*h, l)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = hypervisor.NewError(storage.ErrUnreachable, "libvirt at %s did not answer in time: %w", h.URL, err)
+		}
 	}
 	return d.wrap(op, target, err)
 }
