@@ -473,7 +473,7 @@ func TestImageChecks(t *testing.T) {
 		kind        error
 		text        string
 	}{
-		"garbage as qcow2":   {garbage, "qcow2", storage.ErrInvalid, "not qcow2"},
+		"garbage as qcow2":   {garbage, "qcow2", storage.ErrInvalid, "not QCOW2"},
 		"backing file":       {backed, "qcow2", storage.ErrInvalid, "backing file"},
 		"qcow2 declared raw": {testTemplate(t), "raw", storage.ErrInvalid, "declared RAW but is qcow2"},
 		"vhd":                {garbage, "vhd", storage.ErrNotSupported, "QCOW2, RAW or ISO"},
