@@ -12,14 +12,19 @@
 #   scripts/build-test-template.sh [OUT_DIR]   # default .test-services/template
 #
 # Writes OUT_DIR/nimbus-test.qcow2 (and .raw) and prints its path. Safe to
-# run again: an existing image is kept.
+# run again: an existing image of the current version is kept (bump
+# version when the guest changes, so machines rebuild it).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/.test-services/template}
 mkdir -p "$out"
 img=$out/nimbus-test.qcow2
-if [ -s "$img" ] && [ -s "$out/nimbus-test.raw" ]; then echo "$img"; exit 0; fi
+version=2 # 2: acpid has its /var/log, so the power button works
+if [ -s "$img" ] && [ -s "$out/nimbus-test.raw" ] && [ "$(cat "$out/nimbus-test.version" 2>/dev/null)" = "$version" ]; then
+	echo "$img"
+	exit 0
+fi
 
 log() { echo "build-test-template: $*" >&2; }
 need=()
@@ -48,7 +53,8 @@ kver=${kpkg#linux-image-}
 cp k/boot/vmlinuz-"$kver" vmlinuz
 
 # initramfs: busybox, the virtio modules in load order, and init.
-mkdir -p ir/bin ir/dev ir/proc ir/sys ir/lib/modules ir/etc
+# acpid exits at once without its log directory.
+mkdir -p ir/bin ir/dev ir/proc ir/sys ir/lib/modules ir/etc ir/var/log ir/var/run
 cp /bin/busybox ir/bin/busybox
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk button evdev; do
 	f=$(find k/lib/modules/"$kver" -name "$m.ko*" | head -1)
@@ -104,5 +110,6 @@ mcopy -i disk.img vmlinuz initrd.img syslinux.cfg ::/
 qemu-img convert -O qcow2 disk.img "$img.tmp"
 mv disk.img "$out/nimbus-test.raw"
 mv "$img.tmp" "$img"
+echo "$version" >"$out/nimbus-test.version"
 log "built $img ($(du -h "$img" | cut -f1)) with kernel $kver"
 echo "$img"
