@@ -1019,6 +1019,9 @@ func (a *VMs) vmSpec(ctx context.Context, vm *models.VMInstance) (hypervisor.VMS
 	spec := hypervisor.VMSpec{Name: vm.InstanceName, UUID: vm.UUID, DisplayName: vm.DisplayName, VCPUs: vm.CPU, MHz: vm.Speed,
 		MemoryBytes: vmMemBytes(vm), UserData: vm.UserData, ConsolePassword: vm.VNCPassword,
 		Metadata: map[string]string{"account": strconv.FormatInt(vm.AccountID, 10)}}
+	if vm.HostName != "" {
+		spec.Metadata["hostname"] = vm.HostName // what the guest is told its name is
+	}
 	if vm.OSTypeID != 0 {
 		var os models.OSType
 		if err := a.DB.NewSelect().Model(&os).Column("display_name").Where("id = ?", vm.OSTypeID).WhereAllWithDeleted().Limit(1).Scan(ctx); err == nil {
@@ -1053,12 +1056,17 @@ func (a *VMs) vmSpec(ctx context.Context, vm *models.VMInstance) (hypervisor.VMS
 	if err := a.DB.NewSelect().Model(&nics).Where("instance_id = ?", vm.ID).Order("device_id").Scan(ctx); err != nil {
 		return spec, err
 	}
+	labels := map[int64]string{}
 	for _, n := range nics {
 		vlan := 0
 		if s, ok := strings.CutPrefix(n.BroadcastURI, "vlan://"); ok {
 			vlan, _ = strconv.Atoi(s)
 		}
-		spec.NICs = append(spec.NICs, hypervisor.NIC{MAC: n.MacAddress, VLAN: vlan, IP: n.IP4Address, Netmask: n.Netmask,
+		label, err := nicLabel(ctx, a.Deps, n.NetworkID, vm.HypervisorType, labels)
+		if err != nil {
+			return spec, err
+		}
+		spec.NICs = append(spec.NICs, hypervisor.NIC{MAC: n.MacAddress, Label: label, VLAN: vlan, IP: n.IP4Address, Netmask: n.Netmask,
 			Gateway: n.Gateway, DeviceID: n.DeviceID, Model: "virtio", Default: n.DefaultNic})
 	}
 	return spec, nil
