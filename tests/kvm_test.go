@@ -534,7 +534,30 @@ func TestKVMCloud(t *testing.T) {
 			vm, err = cs.VirtualMachine.DeployVirtualMachine(p)
 			done <- err
 		}()
-		time.Sleep(300 * time.Millisecond) // the job is under way
+		// Kill libvirtd once the job has made the root volume: between the
+		// storage steps and the domain's define and start.
+		before := map[string]bool{}
+		if ents, err := os.ReadDir(c.poolDir); err == nil {
+			for _, e := range ents {
+				before[e.Name()] = true
+			}
+		}
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			fresh := ""
+			ents, _ := os.ReadDir(c.poolDir)
+			for _, e := range ents {
+				if !before[e.Name()] && !strings.HasPrefix(e.Name(), "tmpl-") {
+					fresh = e.Name()
+				}
+			}
+			if fresh != "" {
+				t.Logf("root volume %s made; killing libvirtd", fresh)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the deploy made no root volume within a minute")
+			}
+		}
 		kvmRestartLibvirtd(t, pidFile)
 		var err error
 		select {
