@@ -12,6 +12,7 @@ import (
 	"github.com/nimbus-cloud/nimbus/activities"
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	libvirtdrv "github.com/nimbus-cloud/nimbus/infra/hypervisor/libvirt"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/workflows"
 )
@@ -31,7 +32,7 @@ func init() {
 				{Name: "clusterid", Type: TUUID, Description: "the cluster of the host"},
 				{Name: "clustername", Type: TString, Description: "the cluster of the host by name (created when missing)"},
 				{Name: "hypervisor", Type: TString, Required: true, Description: "the hypervisor type: that of the cluster"},
-				{Name: "url", Type: TString, Required: true, Length: 2048, Description: "the host's URL, e.g. http://10.0.0.5 (KVM), sim://host-1?cpus=32&mhz=2400&memory=131072 (Simulator)"},
+				{Name: "url", Type: TString, Required: true, Length: 2048, Description: "the host's URL, e.g. qemu:///system, qemu+tcp://10.0.0.5/system, qemu+ssh://10.0.0.5/system, qemu+tls://kvm1/system or http://10.0.0.5 (= qemu+ssh with username and password) for KVM; lxc:/// (LXC); xen:/// (XenProject); sim://host-1?cpus=32&mhz=2400&memory=131072 (Simulator)"},
 				{Name: "username", Type: TString, Description: "the user the driver logs in as"},
 				{Name: "password", Type: TString, Description: "its password; stored encrypted"},
 				{Name: "hosttags", Type: TList, Of: TString, Description: "tags of the host, for offerings with host tags"},
@@ -315,6 +316,19 @@ func (c *Call) hostByUUID(id string) (*models.Host, error) {
 	return &h, nil
 }
 
+// checkHostURL refuses, before any job starts, a URL the host's driver
+// cannot use. libvirt hosts take libvirt URLs of their own driver (or
+// CloudStack's http://address, meaning SSH to the host).
+func checkHostURL(hv, rawURL string) error {
+	switch hv {
+	case hypervisor.TypeKVM, hypervisor.TypeLXC, hypervisor.TypeXenProject:
+		if _, err := libvirtdrv.HostURL(hv, rawURL); err != nil {
+			return cserr.Param("url: %s", err.Error())
+		}
+	}
+	return nil
+}
+
 func addHost(c *Call) (any, error) {
 	z, err := c.zoneByUUID(c.Str("zoneid"))
 	if err != nil {
@@ -357,6 +371,9 @@ func addHost(c *Call) (any, error) {
 		rs = models.ResourceDisabled
 	}
 	rawURL := strings.TrimSpace(c.Str("url"))
+	if err := checkHostURL(hv, rawURL); err != nil {
+		return nil, err
+	}
 	// A host of the same URL in the cluster: one that is Up was added
 	// already; one left by an earlier failed add is taken over, so retrying
 	// addHost never makes a second row.
@@ -513,6 +530,11 @@ func updateHost(c *Call) (any, error) {
 	}
 	if c.Bool("istagarule", false) {
 		return nil, cserr.New(cserr.UnsupportedAction, "host tag rules are not supported")
+	}
+	if c.Has("url") {
+		if err := checkHostURL(h.HypervisorType, strings.TrimSpace(c.Str("url"))); err != nil {
+			return nil, err
+		}
 	}
 	rs := ""
 	switch v := c.Str("allocationstate"); {

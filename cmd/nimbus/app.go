@@ -18,7 +18,7 @@ import (
 	"github.com/nimbus-cloud/nimbus/api"
 	"github.com/nimbus-cloud/nimbus/infra/config"
 	"github.com/nimbus-cloud/nimbus/infra/db"
-	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/libvirt" // KVM, LXC, Xen Project
+	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/libvirt" // KVM, LXC and Xen Project
 	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/sim"     // the Simulator driver
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
 	_ "github.com/nimbus-cloud/nimbus/infra/storage/libvirtpool" // KVM, LXC, Xen Project primary storage

@@ -121,6 +121,11 @@ func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hyperviso
 		if err := checkBridges(l, spec, hs.params); err != nil {
 			return err
 		}
+		if d.typ == hypervisor.TypeLXC {
+			if spec, err = resolveVolumes(l, spec); err != nil {
+				return err
+			}
+		}
 		x, err := DomainXML(spec, hs.params)
 		if err != nil {
 			return err
@@ -136,6 +141,37 @@ func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hyperviso
 		return err
 	})
 	return vi, err
+}
+
+// resolveVolumes turns pool volumes into the paths of their files, for
+// container filesystems (libvirt takes no pool volumes there).
+func resolveVolumes(l *golibvirt.Libvirt, spec hypervisor.VMSpec) (hypervisor.VMSpec, error) {
+	disks := make([]hypervisor.Disk, len(spec.Disks))
+	copy(disks, spec.Disks)
+	for i, disk := range disks {
+		if disk.Pool == "" {
+			continue
+		}
+		pool, err := l.StoragePoolLookupByName(disk.Pool)
+		if err != nil {
+			return spec, err
+		}
+		vol, err := l.StorageVolLookupByName(pool, disk.Path)
+		if err != nil {
+			return spec, err
+		}
+		p, err := l.StorageVolGetPath(vol)
+		if err != nil {
+			return spec, err
+		}
+		if disk.Format == "" {
+			disk.Format = "raw"
+		}
+		disk.Pool, disk.Path = "", p
+		disks[i] = disk
+	}
+	spec.Disks = disks
+	return spec, nil
 }
 
 // checkBridges verifies that the bridges NICs join exist on the host, so a

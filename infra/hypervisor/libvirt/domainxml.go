@@ -31,7 +31,11 @@ const (
 	DetailDomainType  = "kvm.domaintype"  // kvm or qemu: skips the acceleration probe
 	DetailBridgeType  = "network.bridge.type"
 	DetailMigrateAddr = "migration.address" // address other hosts reach this one on for live migration
-	DetailMachine     = "guest.machine"     // QEMU machine type, default pc
+	// DetailMigrateShared ("true") tells libvirt the host's disks are on
+	// shared storage it cannot recognise as such (VIR_MIGRATE_UNSAFE):
+	// libvirt trusts NFS, RBD, GlusterFS and cache=none disks by itself.
+	DetailMigrateShared = "migration.sharedstorage"
+	DetailMachine       = "guest.machine" // QEMU machine type, default pc
 )
 
 // domainParams is what the host contributes to a domain's XML.
@@ -445,7 +449,7 @@ func hvmDomain(d *domainXML, spec hypervisor.VMSpec, p domainParams) error {
 	}
 	if spec.ISO != "" || !hasCDROM(spec) {
 		// An empty CD-ROM drive too, so an ISO can be inserted later.
-		d.Devices.Disks = append(d.Devices.Disks, cdromOf(spec.ISO, xen))
+		d.Devices.Disks = append(d.Devices.Disks, cdromOf(spec.ISO))
 	}
 	if virtioSCSI {
 		d.Devices.Controllers = append(d.Devices.Controllers, controllerXML{Type: "scsi", Index: "0", Model: "virtio-scsi"})
@@ -570,7 +574,7 @@ func diskFormat(d hypervisor.Disk) string {
 // an absolute path is a plain file (or block device under /dev).
 func diskOf(d hypervisor.Disk, p domainParams) (diskXML, error) {
 	if d.CDROM {
-		x := cdromOf(d.Path, p.DomainType == "xen")
+		x := cdromOf(d.Path)
 		if d.DeviceID > 0 {
 			x.Target.Dev = diskTarget("ide", d.DeviceID)
 		}
@@ -602,9 +606,6 @@ func diskOf(d hypervisor.Disk, p domainParams) (diskXML, error) {
 	default:
 		return diskXML{}, hypervisor.NewError(hypervisor.ErrInvalid, "disk %q: no pool and not an absolute path", d.Path)
 	}
-	if p.DomainType == "xen" {
-		x.Driver.Name = "qemu"
-	}
 	if d.VolumeID != "" {
 		x.Serial = diskSerial(d.VolumeID)
 	}
@@ -628,15 +629,11 @@ func diskSerial(volumeID string) string {
 	return s
 }
 
-func cdromOf(iso string, xen bool) diskXML {
+func cdromOf(iso string) diskXML {
 	x := diskXML{Type: "file", Device: "cdrom", Driver: &diskDriverXML{Name: "qemu", Type: "raw"},
 		Target: diskTargetXML{Dev: "hdc", Bus: "ide"}, ReadOnly: &struct{}{}}
 	if iso != "" {
 		x.Source = &diskSourceXML{File: iso}
-	}
-	if xen {
-		// Xen HVM guests see emulated IDE too; the name stays hdc.
-		x.Driver.Name = "qemu"
 	}
 	return x
 }
@@ -663,8 +660,9 @@ func lxcDomain(d *domainXML, spec hypervisor.VMSpec) error {
 		fs := filesystemXML{Target: fsTargetXML{Dir: target}}
 		switch {
 		case disk.Pool != "":
-			fs.Type = "volume"
-			fs.Source = fsSourceXML{Pool: disk.Pool, Volume: disk.Path}
+			// libvirt's schema has no pool volumes for container
+			// filesystems: the driver resolves them to paths first.
+			return hypervisor.NewError(hypervisor.ErrInvalid, "container %s: disk %s in pool %s: not resolved to a path", spec.Name, disk.Path, disk.Pool)
 		case !filepath.IsAbs(disk.Path):
 			return hypervisor.NewError(hypervisor.ErrInvalid, "container %s: disk %q: no pool and not an absolute path", spec.Name, disk.Path)
 		case disk.Format == "" || disk.Format == "dir":

@@ -65,7 +65,7 @@ func TestDomainXMLGolden(t *testing.T) {
 		"lxc": {spec: func() hypervisor.VMSpec {
 			s := baseSpec()
 			s.Disks = []hypervisor.Disk{{Path: "/var/lib/nimbus/rootfs/i-2-13-VM", Format: "dir"},
-				{Pool: "3d5e6f70-8192-4a3b-9c4d-5e6f708192a3", Path: "data-1", DeviceID: 1}}
+				{Path: "/var/lib/libvirt/images/data-1.raw", Format: "raw", DeviceID: 1}}
 			s.Metadata["lxc.init"] = "/bin/sh"
 			return s
 		}, params: domainParams{Type: hypervisor.TypeLXC, DomainType: "lxc"}},

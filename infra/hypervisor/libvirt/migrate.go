@@ -58,7 +58,8 @@ func (d *Driver) MigrateVM(ctx context.Context, src hypervisor.Host, vm hypervis
 		if !opts.Live {
 			return hypervisor.NewError(hypervisor.ErrInvalid, "vm %s is running: migrate it live or stop it first", vm)
 		}
-		return liveMigrate(ctx, sl, dl, dom, migrateURI(dst))
+		unsafe := strings.EqualFold(src.Details[DetailMigrateShared], "true")
+		return liveMigrate(ctx, sl, dl, dom, migrateURI(dst), unsafe)
 	})
 }
 
@@ -114,9 +115,12 @@ func setParam(ps []golibvirt.TypedParam, field, v string) []golibvirt.TypedParam
 	return append(out, stringParam(field, v))
 }
 
-func liveMigrate(ctx context.Context, sl, dl *golibvirt.Libvirt, dom golibvirt.Domain, uri string) error {
+func liveMigrate(ctx context.Context, sl, dl *golibvirt.Libvirt, dom golibvirt.Domain, uri string, unsafe bool) error {
 	flags := golibvirt.MigrateLive | golibvirt.MigratePersistDest | golibvirt.MigrateUndefineSource |
 		golibvirt.MigrateChangeProtection | golibvirt.MigrateAutoConverge
+	if unsafe {
+		flags |= golibvirt.MigrateUnsafe
+	}
 	destFlags := uint32(flags &^ golibvirt.MigrateAutoConverge &^ golibvirt.MigrateChangeProtection)
 	var params []golibvirt.TypedParam
 	if uri != "" {
