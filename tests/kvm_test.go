@@ -9,9 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -262,11 +260,17 @@ func kvmWaitConsole(t *testing.T, name string, after int, timeout time.Duration,
 
 func kvmDomState(t *testing.T, name string) string {
 	t.Helper()
-	out, err := kvmVirsh(t, "domstate", name)
+	return kvmDomStateAt(os.Getenv("NIMBUS_TEST_LIBVIRT"), name)
+}
+
+// kvmDomStateAt is virsh domstate on a libvirtd, "absent: ..." when the
+// domain is not defined.
+func kvmDomStateAt(url, name string) string {
+	out, err := exec.Command("virsh", "-c", url, "domstate", name).CombinedOutput()
 	if err != nil {
-		return "absent: " + strings.TrimSpace(out)
+		return "absent: " + strings.TrimSpace(string(out))
 	}
-	return strings.TrimSpace(out)
+	return strings.TrimSpace(string(out))
 }
 
 // kvmMarkers counts complete boots in a serial log (the log is kept across
@@ -520,13 +524,28 @@ func TestKVMCloud(t *testing.T) {
 	})
 
 	t.Run("libvirtd restart during deploy", func(t *testing.T) {
-		pidFile := os.Getenv("NIMBUS_TEST_LIBVIRTD_PIDFILE")
-		if pidFile == "" {
-			pidFile = "/work/main/.test-services/libvirtd.pid"
+		// A host of its own, on a libvirtd of this test's own, so that
+		// killing it disturbs no other test.
+		d := testenv.StartLibvirtd(t)
+		c2 := vmtMust[*cloudstack.AddClusterResponse](t, "addCluster")(cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("kvm-c2", "CloudManaged", "KVM", c.podID, c.zoneID))).Id
+		hp := cs.Host.NewAddHostParams("KVM", c.podID, d.URL, c.zoneID)
+		hp.SetClusterid(c2)
+		h2 := vmtMust[*cloudstack.AddHostResponse](t, "addHost "+d.URL)(cs.Host.AddHost(hp))
+		dir2, err := os.MkdirTemp("", "nimbus-kvm-primary2-")
+		if err != nil {
+			t.Fatal(err)
 		}
+		os.Chmod(dir2, 0o755)
+		t.Cleanup(func() { os.RemoveAll(dir2) })
+		sp := cs.Pool.NewCreateStoragePoolParams("kvm-primary2", "sharedmountpoint://"+dir2, c.zoneID)
+		sp.SetPodid(c.podID)
+		sp.SetClusterid(c2)
+		pool2 := vmtMust[*cloudstack.CreateStoragePoolResponse](t, "createStoragePool 2")(cs.Pool.CreateStoragePool(sp))
+
 		p := cs.VirtualMachine.NewDeployVirtualMachineParams(c.offeringID, c.templateID, c.zoneID)
 		p.SetName("kvm-vm2")
 		p.SetNetworkids([]string{c.networkID})
+		p.SetHostid(h2.Id)
 		done := make(chan error, 1)
 		var vm *cloudstack.DeployVirtualMachineResponse
 		go func() {
@@ -536,17 +555,11 @@ func TestKVMCloud(t *testing.T) {
 		}()
 		// Kill libvirtd once the job has made the root volume: between the
 		// storage steps and the domain's define and start.
-		before := map[string]bool{}
-		if ents, err := os.ReadDir(c.poolDir); err == nil {
-			for _, e := range ents {
-				before[e.Name()] = true
-			}
-		}
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
 			fresh := ""
-			ents, _ := os.ReadDir(c.poolDir)
+			ents, _ := os.ReadDir(dir2)
 			for _, e := range ents {
-				if !before[e.Name()] && !strings.HasPrefix(e.Name(), "tmpl-") {
+				if !strings.HasPrefix(e.Name(), "tmpl-") {
 					fresh = e.Name()
 				}
 			}
@@ -555,11 +568,12 @@ func TestKVMCloud(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatal("the deploy made no root volume within a minute")
+				t.Fatal("the deploy made no root volume within 2 minutes")
 			}
 		}
-		kvmRestartLibvirtd(t, pidFile)
-		var err error
+		d.Kill()
+		time.Sleep(500 * time.Millisecond) // down long enough for the worker to notice
+		d.Start()
 		select {
 		case err = <-done:
 		case <-time.After(5 * time.Minute):
@@ -572,11 +586,10 @@ func TestKVMCloud(t *testing.T) {
 			t.Fatalf("after the deploy (err %v): %d VMs named kvm-vm2", err, list.Count)
 		}
 		got := list.VirtualMachines[0]
-		t.Cleanup(func() { kvmForgetDomain(got.Instancename) })
 		if err == nil {
 			// It finished: the guest really runs.
-			if vm.State != "Running" {
-				t.Fatalf("deploy answered %s", vm.State)
+			if vm.State != "Running" || vm.Hostid != h2.Id {
+				t.Fatalf("deploy answered %s on %s", vm.State, vm.Hostid)
 			}
 			kvmWaitBoot(t, got.Instancename, "kvm-vm2", 0, 90*time.Second)
 			t.Logf("the deploy finished across libvirtd's restart")
@@ -585,7 +598,7 @@ func TestKVMCloud(t *testing.T) {
 			if got.State != "Error" {
 				t.Fatalf("deploy failed (%v) leaving the VM %s", err, got.State)
 			}
-			if st := kvmDomState(t, got.Instancename); !strings.HasPrefix(st, "absent") {
+			if st := kvmDomStateAt(d.URL, got.Instancename); !strings.HasPrefix(st, "absent") {
 				t.Fatalf("a failed deploy left the domain %s", st)
 			}
 			t.Logf("the deploy compensated: %v", err)
@@ -595,8 +608,14 @@ func TestKVMCloud(t *testing.T) {
 		if _, err := cs.VirtualMachine.DestroyVirtualMachine(dp); err != nil {
 			t.Fatalf("destroyVirtualMachine: %v", err)
 		}
-		if st := kvmDomState(t, got.Instancename); !strings.HasPrefix(st, "absent") {
+		if st := kvmDomStateAt(d.URL, got.Instancename); !strings.HasPrefix(st, "absent") {
 			t.Fatalf("after expunge the domain is %s", st)
+		}
+		if _, err := cs.Pool.DeleteStoragePool(cs.Pool.NewDeleteStoragePoolParams(pool2.Id)); err != nil {
+			t.Fatalf("deleteStoragePool 2: %v", err)
+		}
+		if left, _ := os.ReadDir(dir2); len(left) != 0 {
+			t.Fatalf("files left in the second pool's directory: %v", left)
 		}
 	})
 
@@ -622,40 +641,6 @@ func TestKVMCloud(t *testing.T) {
 			t.Fatalf("domains left (%q):\n%s", row.InstanceName, out)
 		}
 	})
-}
-
-// kvmRestartLibvirtd kills libvirtd (SIGKILL, as a crash) and starts it
-// again at once: other tests share it.
-func kvmRestartLibvirtd(t *testing.T, pidFile string) {
-	t.Helper()
-	b, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatalf("libvirtd pid file: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("libvirtd pid file %s: %q", pidFile, b)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill libvirtd %d: %v", pid, err)
-	}
-	for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(20 * time.Millisecond)
-	}
-	os.Remove(pidFile)
-	if out, err := exec.Command("libvirtd", "-d", "--pid-file", pidFile).CombinedOutput(); err != nil {
-		t.Fatalf("restart libvirtd: %v: %s", err, out)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := kvmVirsh(t, "version"); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("libvirtd did not come back in 30 s")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 // vm reads one VM.
