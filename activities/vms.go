@@ -839,7 +839,7 @@ func (a *VMs) VMCopyTemplate(ctx context.Context, in VMRefInput) error {
 		return err
 	}
 	vol, err := callHeartbeating(ctx, func(ctx context.Context) (storage.Volume, error) {
-		return drv.CopyTemplateToPool(ctx, storage.Template{ID: t.UUID, Source: src, Format: strings.ToLower(t.Format), SizeBytes: t.Size}, pd, nil)
+		return drv.CopyTemplateToPool(ctx, storage.Template{ID: t.UUID, Source: src, Format: strings.ToLower(t.Format), SizeBytes: t.Size}, pd, heartbeatProgress(ctx))
 	})
 	if err != nil {
 		_, _ = a.DB.NewUpdate().Model((*models.TemplatePoolRef)(nil)).Set("download_state = ?", models.DownloadError).
