@@ -293,10 +293,14 @@ func (s *session) pool() (libvirt.StoragePool, error) {
 
 // refresh rescans the pool, for files libvirt did not write itself (a
 // domain backup). libvirt refuses while an upload or download runs in the
-// pool, so it retries for a while.
-func (s *session) refresh(pool libvirt.StoragePool) error {
+// pool; with wait it retries for a while, else it gives up at once.
+func (s *session) refresh(pool libvirt.StoragePool, wait bool) error {
+	tries := 1
+	if wait {
+		tries = 50
+	}
 	var err error
-	for i := 0; i < 50; i++ {
+	for i := 0; i < tries; i++ {
 		if err = s.l.StoragePoolRefresh(pool, 0); err == nil || !strings.Contains(err.Error(), "asynchronous jobs") {
 			return err
 		}
@@ -323,7 +327,7 @@ func (d *Driver) CreatePool(ctx context.Context, p storage.Pool) (storage.PoolSt
 		st, err = s.stats(pool)
 		return err
 	})
-	return st, err
+	return result(&st, err)
 }
 
 // ConnectPool defines, builds, starts and autostarts the pool on a host.
@@ -434,11 +438,11 @@ func (d *Driver) PoolCapacity(ctx context.Context, p storage.Pool) (storage.Pool
 		if err != nil {
 			return err
 		}
-		_ = s.refresh(pool) // stale figures beat none
+		_ = s.refresh(pool, false) // stale figures beat none
 		st, err = s.stats(pool)
 		return err
 	})
-	return st, err
+	return result(&st, err)
 }
 
 func (s *session) stats(pool libvirt.StoragePool) (storage.PoolStats, error) {
@@ -463,6 +467,16 @@ func (s *session) stats(pool libvirt.StoragePool) (storage.PoolStats, error) {
 }
 
 // ---- helpers ----
+
+// result answers an operation's value only when it succeeded: after a
+// context ended, the call still running aside may yet write it.
+func result[T any](v *T, err error) (T, error) {
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return *v, nil
+}
 
 // keyedLocks serialises work on one name (a template copy on one pool of
 // one host) inside this process.

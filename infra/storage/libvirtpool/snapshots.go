@@ -57,7 +57,7 @@ func (s *session) fullCopy(pool libvirt.StoragePool, vol libvirt.StorageVol, nam
 		if err := s.waitJob(dom, nil); err != nil {
 			return libvirt.StorageVol{}, err
 		}
-		_ = s.refresh(pool)
+		_ = s.refresh(pool, true)
 	}
 	if c, ok, err := s.lookupVol(pool, name); err != nil || ok {
 		return c, err
@@ -97,7 +97,7 @@ func (s *session) fullCopy(pool libvirt.StoragePool, vol libvirt.StorageVol, nam
 		}
 		return libvirt.StorageVol{}, fmt.Errorf("backup of disk %s of VM %s: %s", dev, dom.Name, msg)
 	}
-	if err := s.refresh(pool); err != nil {
+	if err := s.refresh(pool, true); err != nil {
 		return libvirt.StorageVol{}, err
 	}
 	return s.mustVol(pool, name, "backup copy")
@@ -149,7 +149,7 @@ func (d *Driver) SnapshotVolume(ctx context.Context, p storage.Pool, path string
 		out = storage.Snapshot{ID: spec.ID, VolumePath: path, Path: snap.Name, SizeBytes: size, Created: time.Now().UTC()}
 		return nil
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // BackupSnapshot downloads the snapshot's copy (standalone already) to
@@ -173,7 +173,7 @@ func (d *Driver) BackupSnapshot(ctx context.Context, p storage.Pool, path, snaps
 		out = storage.Image{Path: dst.Path, SizeBytes: size, Checksum: sum}
 		return err
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // RevertSnapshot replaces the volume by a copy of the snapshot (standalone:
@@ -284,7 +284,7 @@ func (d *Driver) ExportVolume(ctx context.Context, p storage.Pool, path string, 
 		out = storage.Image{Path: dst.Path, SizeBytes: size, Checksum: sum}
 		return err
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // CopyVolume copies a volume to another pool (a stopped VM's disk moving):
@@ -388,7 +388,7 @@ func (d *Driver) CopyVolume(ctx context.Context, src storage.Pool, path string, 
 		}
 		return err
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // stream pipes one host's volume into another's.

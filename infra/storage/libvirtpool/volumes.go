@@ -168,7 +168,7 @@ func (d *Driver) CreateVolume(ctx context.Context, p storage.Pool, v storage.Vol
 		out, err = s.volume(vol)
 		return err
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // CreateVolumeFromTemplate makes a volume from a template copy in the pool:
@@ -227,7 +227,7 @@ func (d *Driver) CreateVolumeFromTemplate(ctx context.Context, p storage.Pool, t
 		out, err = s.volume(vol)
 		return err
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // ResizeVolume changes a volume's virtual size: through the domain
@@ -263,7 +263,7 @@ func (d *Driver) ResizeVolume(ctx context.Context, p storage.Pool, path string, 
 				if err := s.l.DomainBlockResize(dom, dev, uint64(sizeBytes), libvirt.DomainBlockResizeBytes); err != nil {
 					return fmt.Errorf("live resize through VM %s: %w", dom.Name, err)
 				}
-				_ = s.refresh(pool)
+				_ = s.refresh(pool, false)
 			default:
 				var flags libvirt.StorageVolResizeFlags
 				if sizeBytes < cur.SizeBytes {
@@ -277,7 +277,7 @@ func (d *Driver) ResizeVolume(ctx context.Context, p storage.Pool, path string, 
 		out, err = s.volume(vol)
 		return err
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // DeleteVolume deletes a volume (or template copy) with its snapshots and
@@ -328,7 +328,7 @@ func (d *Driver) VolumeInfo(ctx context.Context, p storage.Pool, path string) (s
 		out, err = s.volume(vol)
 		return err
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // ListVolumes reports the pool's volumes and template copies (snapshots
@@ -340,7 +340,7 @@ func (d *Driver) ListVolumes(ctx context.Context, p storage.Pool) ([]storage.Vol
 		if err != nil {
 			return err
 		}
-		_ = s.refresh(pool)
+		_ = s.refresh(pool, false)
 		vols, _, err := s.l.StoragePoolListAllVolumes(pool, 1, 0)
 		if err != nil {
 			return err
@@ -360,7 +360,7 @@ func (d *Driver) ListVolumes(ctx context.Context, p storage.Pool) ([]storage.Vol
 		}
 		return nil
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // ---- templates and images ----
@@ -423,7 +423,7 @@ func (d *Driver) CopyTemplateToPool(ctx context.Context, t storage.Template, p s
 		out, err = s.uploadOnce(name, f, info, progress)
 		return err
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // CreateVolumeFromImage creates a volume from an image on secondary
@@ -465,7 +465,7 @@ func (d *Driver) CreateVolumeFromImage(ctx context.Context, src storage.Location
 		out = vol
 		return nil
 	})
-	return out, err
+	return result(&out, err)
 }
 
 // uploadOnce makes name a copy of the image file. A volume there already
