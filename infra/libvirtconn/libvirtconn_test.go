@@ -202,11 +202,25 @@ func TestReconnectAfterLibvirtdRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// An event stream on the connection (what the driver's WatchVMs
+	// reads) ends with it, so its consumer knows to reconcile.
+	events, err := l.LifecycleEvents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	restartLibvirtd(t, pidFile)
 	select {
 	case <-l.Disconnected():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the old connection did not notice libvirtd went away")
+	}
+	for closed := false; !closed; {
+		select {
+		case _, ok := <-events:
+			closed = !ok
+		case <-time.After(10 * time.Second):
+			t.Fatal("the event stream stayed open after the connection dropped")
+		}
 	}
 
 	// libvirtd takes a moment to listen again: Get fails Unreachable until

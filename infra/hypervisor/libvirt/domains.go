@@ -3,7 +3,6 @@ package libvirt
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -131,7 +130,7 @@ func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hyperviso
 			return err
 		}
 		if d.typ != hypervisor.TypeLXC {
-			ensureConsoleDir(l, hs)
+			d.ensureConsoleDir(l, h, hs)
 		}
 		dom, err := l.DomainDefineXMLFlags(x, golibvirt.DomainDefineValidate)
 		if err != nil {
@@ -226,7 +225,7 @@ func (d *Driver) StartVM(ctx context.Context, h hypervisor.Host, vm hypervisor.V
 		}
 		if d.typ != hypervisor.TypeLXC {
 			if hs, err := d.state(ctx, h, l, false); err == nil {
-				ensureConsoleDir(l, hs)
+				d.ensureConsoleDir(l, h, hs)
 			}
 		}
 		_, err = l.DomainCreateWithFlags(dom, 0)
@@ -704,12 +703,4 @@ func (d *Driver) ConsoleEndpoint(ctx context.Context, h hypervisor.Host, vm hype
 		return hypervisor.NewError(hypervisor.ErrNotFound, "vm %s has no vnc console", vm)
 	})
 	return c, err
-}
-
-// String for errors naming a domain.
-func domName(dom golibvirt.Domain) string {
-	if dom.Name != "" {
-		return dom.Name
-	}
-	return fmt.Sprint(uuidString(dom.UUID))
 }

@@ -19,7 +19,6 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -63,20 +62,25 @@ type Driver struct {
 	stopTimeout  time.Duration
 	probeTimeout time.Duration
 
-	mu    sync.Mutex
-	hosts map[string]*hostState // by host URL
+	mu       sync.Mutex
+	hosts    map[string]*hostState // by host URL
+	consoles map[string]bool       // host URL + console dir: made already
 }
 
-// hostState is what the driver learned about a host: its capabilities and
-// the domain settings they lead to. Rebuilt on ConnectHost.
+// hostState is what the driver learned about a host. Rebuilt on
+// ConnectHost.
 type hostState struct {
-	mu       sync.Mutex // one discovery at a time
-	ready    bool
-	caps     capsXML
-	accel    bool   // KVM works (TypeKVM)
-	probe    string // how accel was decided
-	params   domainParams
-	consoles map[string]bool // console dirs already made
+	mu    sync.Mutex // one discovery at a time
+	ready bool
+	info  hostFacts
+}
+
+// hostFacts are a host's capabilities and the domain settings they lead to.
+type hostFacts struct {
+	caps   capsXML
+	accel  bool   // KVM works (TypeKVM)
+	probe  string // how accel was decided
+	params domainParams
 }
 
 // New returns a driver for a hypervisor type (KVM, LXC or XenProject);
@@ -98,7 +102,7 @@ func New(typ string, cfg hypervisor.Config, conns *libvirtconn.Pool) (*Driver, e
 		Unsupported: hypervisor.Unsupported{DriverName: t},
 		typ:         t, conns: conns, dataDir: cfg.DataDir,
 		stopTimeout: 30 * time.Second, probeTimeout: 30 * time.Second,
-		hosts: map[string]*hostState{},
+		hosts: map[string]*hostState{}, consoles: map[string]bool{},
 	}
 	for k, dst := range map[string]*time.Duration{OptionStopTimeout: &d.stopTimeout, OptionProbeTimeout: &d.probeTimeout} {
 		if v := cfg.Options[k]; v != "" {
@@ -267,7 +271,7 @@ func (c capsXML) hasDomainType(osType, arch, typ string) bool {
 
 // state returns what the driver knows of a host, discovering it first
 // (capabilities, KVM probe, console directory) when it does not yet.
-func (d *Driver) state(ctx context.Context, h hypervisor.Host, l *golibvirt.Libvirt, refresh bool) (*hostState, error) {
+func (d *Driver) state(ctx context.Context, h hypervisor.Host, l *golibvirt.Libvirt, refresh bool) (hostFacts, error) {
 	key := strings.TrimSpace(h.URL)
 	d.mu.Lock()
 	hs := d.hosts[key]
@@ -279,15 +283,16 @@ func (d *Driver) state(ctx context.Context, h hypervisor.Host, l *golibvirt.Libv
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if hs.ready && !refresh {
-		return hs, nil
+		return hs.info, nil
 	}
+	var f hostFacts
 	capsStr, err := l.ConnectGetCapabilities()
 	if err != nil {
-		return nil, err
+		return f, err
 	}
 	var caps capsXML
 	if err := xmlUnmarshal(capsStr, &caps); err != nil {
-		return nil, err
+		return f, err
 	}
 	p := domainParams{Type: d.typ, Arch: caps.Host.CPU.Arch, Machine: h.Details[DetailMachine],
 		ConsoleDir: h.Details[DetailConsoleDir], VNCListen: h.Details[DetailVNCListen],
@@ -301,30 +306,28 @@ func (d *Driver) state(ctx context.Context, h hypervisor.Host, l *golibvirt.Libv
 	case strings.HasPrefix(uri, "test:"):
 		// libvirt's in-memory test driver, for cheap tests: its own type.
 		p.DomainType = "test"
-		hs.probe = "test driver"
+		f.probe = "test driver"
 	case d.typ == hypervisor.TypeKVM:
 		accel, note, err := d.decideAccel(ctx, h, l, caps)
 		if err != nil {
-			return nil, err
+			return f, err
 		}
-		hs.accel, hs.probe = accel, note
+		f.accel, f.probe = accel, note
 		p.DomainType = libvirtDomainType(d.typ, accel)
 		if p.CPUMode == "" && accel {
 			p.CPUMode = "host-model"
 		}
 	case d.typ == hypervisor.TypeLXC:
 		p.DomainType = "lxc"
-		hs.probe = "containers"
+		f.probe = "containers"
 	case d.typ == hypervisor.TypeXenProject:
 		p.DomainType = "xen"
-		hs.accel = caps.hasDomainType("hvm", "", "xen")
-		hs.probe = "xen hvm in capabilities"
+		f.accel = caps.hasDomainType("hvm", "", "xen")
+		f.probe = "xen hvm in capabilities"
 	}
-	hs.caps, hs.params, hs.ready = caps, p, true
-	if hs.consoles == nil {
-		hs.consoles = map[string]bool{}
-	}
-	return hs, nil
+	f.caps, f.params = caps, p
+	hs.info, hs.ready = f, true
+	return f, nil
 }
 
 // decideAccel chooses between KVM and TCG for a host: a detail forcing
@@ -415,11 +418,10 @@ func (d *Driver) ConnectHost(ctx context.Context, h hypervisor.Host) (hypervisor
 		if err != nil {
 			return err
 		}
-		model, mem, cpus, mhz, nodes, sockets, cores, threads, err := l.NodeGetInfo()
+		_, mem, cpus, mhz, nodes, sockets, cores, threads, err := l.NodeGetInfo()
 		if err != nil {
 			return err
 		}
-		_ = model
 		name, err := l.ConnectGetHostname()
 		if err != nil {
 			return err
@@ -549,23 +551,32 @@ func (d *Driver) DisconnectHost(ctx context.Context, h hypervisor.Host) error {
 // ensureConsoleDir makes the directory serial logs go to, on the host (not
 // where the worker runs): libvirt builds a transient dir pool there, which
 // creates the directory, and the pool is dropped at once.
-func ensureConsoleDir(l *golibvirt.Libvirt, hs *hostState) {
-	dir := hs.params.ConsoleDir
-	if hs.consoles[dir] {
+func (d *Driver) ensureConsoleDir(l *golibvirt.Libvirt, h hypervisor.Host, f hostFacts) {
+	dir := f.params.ConsoleDir
+	key := strings.TrimSpace(h.URL) + "\x00" + dir
+	d.mu.Lock()
+	done := d.consoles[key]
+	d.mu.Unlock()
+	if done {
 		return
+	}
+	made := func() {
+		d.mu.Lock()
+		d.consoles[key] = true
+		d.mu.Unlock()
 	}
 	name := fmt.Sprintf("nimbus-console-%08x", fnv32(dir))
 	x := fmt.Sprintf("<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>", name, escape(dir))
 	pool, err := l.StoragePoolCreateXML(x, golibvirt.StoragePoolCreateWithBuild)
 	if err == nil {
 		_ = l.StoragePoolDestroy(pool)
-		hs.consoles[dir] = true
+		made()
 		return
 	}
 	// A pool already there (another call's, or the operator's) means the
 	// directory exists; anything else shows when the domain starts.
 	if libvirtconn.Code(err) == int(golibvirt.ErrOperationFailed) || libvirtconn.Code(err) == int(golibvirt.ErrStoragePoolBuilt) {
-		hs.consoles[dir] = true
+		made()
 	}
 }
 
@@ -584,5 +595,3 @@ func xmlUnmarshal(s string, v any) error {
 	}
 	return nil
 }
-
-var errStopped = errors.New("vm is not running")

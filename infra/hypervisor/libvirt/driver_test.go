@@ -3,6 +3,7 @@ package libvirt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -225,6 +226,39 @@ func TestGoldenXMLValidates(t *testing.T) {
 			t.Errorf("%s does not validate: %v", f, err)
 		} else {
 			t.Logf("%s validates (the test driver then says: %v)", f, err)
+		}
+	}
+}
+
+// TestTestDriverConcurrent drives several VMs at once through one driver
+// and one connection (run it with -race).
+func TestTestDriverConcurrent(t *testing.T) {
+	testLibvirt(t)
+	d := newTestDriver(t, hypervisor.TypeKVM)
+	h := hypervisor.Host{ID: "h-test", URL: "test:///default"}
+	ctx := ctxFor(t, time.Minute)
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			spec := tinySpec(fmt.Sprintf("%s-%d", uniqueName(t), i))
+			errs <- func() error {
+				defer d.DestroyVM(context.Background(), h, spec.Ref())
+				if _, err := d.DefineVM(ctx, h, spec); err != nil {
+					return err
+				}
+				if err := d.StartVM(ctx, h, spec.Ref()); err != nil {
+					return err
+				}
+				if _, err := d.ListVMs(ctx, h); err != nil {
+					return err
+				}
+				return d.DestroyVM(ctx, h, spec.Ref())
+			}()
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 }

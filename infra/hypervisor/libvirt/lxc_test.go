@@ -61,7 +61,8 @@ func waitFile(t *testing.T, path string, timeout time.Duration) {
 // TestLXCContainerLifecycle runs a busybox container through lxc:///.
 func TestLXCContainerLifecycle(t *testing.T) {
 	testLibvirt(t)
-	d := newTestDriver(t, hypervisor.TypeLXC)
+	drv := newTestDriver(t, hypervisor.TypeLXC)
+	d := retrying{t, drv}
 	h := hypervisor.Host{ID: "h-lxc", URL: "lxc:///"}
 	ctx := ctxFor(t, 3*time.Minute)
 	info, err := d.ConnectHost(ctx, h)
@@ -80,7 +81,7 @@ func TestLXCContainerLifecycle(t *testing.T) {
 	}
 	ref := spec.Ref()
 	t.Cleanup(func() { d.DestroyVM(ctx, h, ref) })
-	events := watch(t, d, h, spec.UUID)
+	events := watch(t, drv, h, spec.UUID)
 	if _, err := d.DefineVM(ctx, h, spec); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +102,8 @@ func TestLXCContainerLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFile(t, filepath.Join(root, "tmp", "booted"), 30*time.Second)
-	next := events.waitEvent(t, 0, hypervisor.StateRunning, "started", 30*time.Second)
+	events.waitEvent(t, 0, hypervisor.StateRunning, "started", 30*time.Second)
+	next := events.count()
 	if err := d.AttachVolume(ctx, h, ref, hypervisor.Disk{Path: "/x"}); err == nil {
 		t.Fatal("a container took a disk")
 	}

@@ -120,7 +120,8 @@ func TestQEMULiveMigration(t *testing.T) {
 	uri := testLibvirt(t)
 	tpl := testTemplate(t)
 	uri2 := secondLibvirtd(t)
-	d := newTestDriver(t, hypervisor.TypeKVM)
+	drv := newTestDriver(t, hypervisor.TypeKVM)
+	d := retrying{t, drv}
 	dir := sharedDir(t)
 	consoleDir := filepath.Join(dir, "console")
 	// Both "hosts" see the same /var/tmp: shared storage libvirt cannot
