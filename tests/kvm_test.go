@@ -232,32 +232,6 @@ func kvmConsole(name string) string {
 	return string(b)
 }
 
-// kvmWaitConsole waits until the serial log has a line with every part,
-// counting only lines after the first `after` of them that match.
-func kvmWaitConsole(t *testing.T, name string, after int, timeout time.Duration, parts ...string) int {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		n := 0
-		for _, line := range strings.Split(kvmConsole(name), "\n") {
-			ok := true
-			for _, p := range parts {
-				ok = ok && strings.Contains(line, p)
-			}
-			if ok {
-				n++
-			}
-		}
-		if n > after {
-			return n
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serial console of %s shows no %q (after %d) in %v:\n%s", name, parts, after, timeout, kvmConsole(name))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func kvmDomState(t *testing.T, name string) string {
 	t.Helper()
 	return kvmDomStateAt(os.Getenv("NIMBUS_TEST_LIBVIRT"), name)
@@ -273,24 +247,20 @@ func kvmDomStateAt(url, name string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// kvmMarkers counts complete boots in a serial log (the log is kept across
-// starts, or truncated: then fewer than before means a new boot).
-func kvmBoots(name string) int { return strings.Count(kvmConsole(name), "NIMBUS-TEST-GUEST-BOOTED") }
+// kvmBoots counts the boots of one VM in its serial log: the marker with
+// its host name and UUID (the log is appended to across starts, and keeps
+// the boots of earlier VMs that had the same instance name).
+func kvmBoots(name, hostname, uuid string) int {
+	return strings.Count(kvmConsole(name), "NIMBUS-TEST-GUEST-BOOTED hostname="+hostname+" uuid="+uuid)
+}
 
-// kvmWaitBoot waits for a boot newer than the `before` seen earlier.
-func kvmWaitBoot(t *testing.T, name, hostname string, before int, timeout time.Duration) {
+// kvmWaitBoot waits for a boot of the VM newer than the `before` seen earlier.
+func kvmWaitBoot(t *testing.T, name, hostname, uuid string, before int, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for {
-		n := kvmBoots(name)
-		if n > before || (n >= 1 && n < before) {
-			if !strings.Contains(kvmConsole(name), "NIMBUS-TEST-GUEST-BOOTED hostname="+hostname+" ") {
-				t.Fatalf("%s booted without its host name %s:\n%s", name, hostname, kvmConsole(name))
-			}
-			return
-		}
+	for kvmBoots(name, hostname, uuid) <= before {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s did not boot (again) within %v; domain %s; serial:\n%s", name, timeout, kvmDomState(t, name), kvmConsole(name))
+			t.Fatalf("%s (%s, %s) did not boot (again) within %v; domain %s; serial:\n%s", name, hostname, uuid, timeout, kvmDomState(t, name), kvmConsole(name))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -348,7 +318,7 @@ func TestKVMCloud(t *testing.T) {
 		if vm.State != "Running" || vm.Hostid != c.hostID || vm.Instancename == "" {
 			t.Fatalf("deployed %+v", vm)
 		}
-		kvmWaitBoot(t, vm.Instancename, "kvm-vm1", 0, 90*time.Second)
+		kvmWaitBoot(t, vm.Instancename, "kvm-vm1", vm.Id, 0, 90*time.Second)
 		t.Logf("deploy to Running and booted in %v", time.Since(t0).Round(time.Millisecond))
 		if st := kvmDomState(t, vm.Instancename); st != "running" {
 			t.Fatalf("virsh domstate %s: %s", vm.Instancename, st)
@@ -367,7 +337,7 @@ func TestKVMCloud(t *testing.T) {
 			t.Fatalf("qemu-img info %s: %v\n%s", rootPath, err, info)
 		}
 
-		boots := kvmBoots(vm.Instancename)
+		boots := kvmBoots(vm.Instancename, "kvm-vm1", vm.Id)
 		t1 := time.Now()
 		if _, err := cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(vm.Id)); err != nil {
 			t.Fatalf("stopVirtualMachine: %v", err)
@@ -387,12 +357,12 @@ func TestKVMCloud(t *testing.T) {
 		if _, err := cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(vm.Id)); err != nil {
 			t.Fatalf("startVirtualMachine: %v", err)
 		}
-		kvmWaitBoot(t, vm.Instancename, "kvm-vm1", boots, 90*time.Second)
-		boots = kvmBoots(vm.Instancename)
+		kvmWaitBoot(t, vm.Instancename, "kvm-vm1", vm.Id, boots, 90*time.Second)
+		boots = kvmBoots(vm.Instancename, "kvm-vm1", vm.Id)
 		if _, err := cs.VirtualMachine.RebootVirtualMachine(cs.VirtualMachine.NewRebootVirtualMachineParams(vm.Id)); err != nil {
 			t.Fatalf("rebootVirtualMachine: %v", err)
 		}
-		kvmWaitBoot(t, vm.Instancename, "kvm-vm1", boots, 90*time.Second)
+		kvmWaitBoot(t, vm.Instancename, "kvm-vm1", vm.Id, boots, 90*time.Second)
 		if v := c.vm(t, vm.Id); v.State != "Running" {
 			t.Fatalf("after reboot: %s", v.State)
 		}
@@ -591,7 +561,7 @@ func TestKVMCloud(t *testing.T) {
 			if vm.State != "Running" || vm.Hostid != h2.Id {
 				t.Fatalf("deploy answered %s on %s", vm.State, vm.Hostid)
 			}
-			kvmWaitBoot(t, got.Instancename, "kvm-vm2", 0, 90*time.Second)
+			kvmWaitBoot(t, got.Instancename, "kvm-vm2", got.Id, 0, 90*time.Second)
 			t.Logf("the deploy finished across libvirtd's restart")
 		} else {
 			// It compensated: the VM is in Error with nothing on the host.

@@ -226,7 +226,7 @@ func runBenchKVM(ctx context.Context, args []string, log *slog.Logger) error {
 		if instance == "" {
 			return running, 0, vmID, "", fmt.Errorf("deploy %s: no instance name in the job result", name)
 		}
-		if err := waitMarker(ctx, filepath.Join(libvirt.DefaultConsoleDir, instance+".log"), t0, *bootTimeout); err != nil {
+		if err := waitMarker(ctx, filepath.Join(libvirt.DefaultConsoleDir, instance+".log"), vmID, *bootTimeout); err != nil {
 			return running, 0, vmID, instance, fmt.Errorf("%s (%s): %w", name, instance, err)
 		}
 		return running, time.Since(t0), vmID, instance, nil
@@ -279,7 +279,8 @@ func runBenchKVM(ctx context.Context, args []string, log *slog.Logger) error {
 	rawRun := func(i int) error {
 		rawName := fmt.Sprintf("bench-raw-%d-%s", i+1, randHex(4))
 		volName := rawName + "-root"
-		rawXML, err := rawDomainXML(warmXML, warmInst, wdom.UUID, rawName, newUUIDString(), poolID, volName)
+		rawUUID := newUUIDString()
+		rawXML, err := rawDomainXML(warmXML, warmInst, wdom.UUID, rawName, rawUUID, poolID, volName)
 		if err != nil {
 			return err
 		}
@@ -305,7 +306,7 @@ func runBenchKVM(ctx context.Context, args []string, log *slog.Logger) error {
 			return fmt.Errorf("raw start: %w", err)
 		}
 		rows[i].rRun = time.Since(t0)
-		if err := waitMarker(ctx, rawLog, t0, *bootTimeout); err != nil {
+		if err := waitMarker(ctx, rawLog, rawUUID, *bootTimeout); err != nil {
 			return fmt.Errorf("raw %s: %w", rawName, err)
 		}
 		rows[i].rBoot = time.Since(t0)
@@ -432,17 +433,22 @@ func benchBridge() (string, error) {
 	return "", fmt.Errorf("no free bridge name")
 }
 
-// waitMarker waits until a serial log written since t0 shows the boot marker.
-func waitMarker(ctx context.Context, path string, t0 time.Time, timeout time.Duration) error {
-	deadline := t0.Add(timeout)
+// waitMarker waits until a serial log shows the boot marker of the guest
+// with this UUID (logs are appended to, and keep the boots of earlier VMs
+// that had the same instance name).
+func waitMarker(ctx context.Context, path, uuid string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	want := "uuid=" + uuid
 	for {
-		if b, err := os.ReadFile(path); err == nil && strings.Contains(string(b), bootMarker) {
-			if fi, err := os.Stat(path); err == nil && !fi.ModTime().Before(t0.Add(-time.Second)) {
-				return nil
+		if b, err := os.ReadFile(path); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, bootMarker) && strings.Contains(line, want) {
+					return nil
+				}
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no boot marker in %s within %v", path, timeout)
+			return fmt.Errorf("no boot marker of %s in %s within %v", uuid, path, timeout)
 		}
 		select {
 		case <-ctx.Done():
