@@ -222,6 +222,9 @@ func (a *Snapshots) SnapshotOnPrimary(ctx context.Context, in SnapshotInput) err
 	if err != nil {
 		return err
 	}
+	if err := viaVolumeHost(ctx, a.Deps, v, &desc); err != nil {
+		return err
+	}
 	made, err := callHeartbeating(ctx, func(ctx context.Context) (storage.Snapshot, error) {
 		return drv.SnapshotVolume(ctx, desc, v.Path, storage.SnapshotSpec{ID: s.UUID, Name: s.Name})
 	})

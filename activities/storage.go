@@ -213,16 +213,10 @@ func (a *Storage) poolDescriptor(spec PoolSpec) (storage.Pool, error) {
 	return p, nil
 }
 
-func hostDescriptor(ctx context.Context, db bun.IDB, h *models.Host) (hypervisor.Host, error) {
-	t := hypervisor.Host{ID: h.UUID, URL: h.URL}
-	var err error
-	if t.ZoneID, err = uuidOf(ctx, db, "zones", h.ZoneID); err != nil {
-		return t, err
-	}
-	if t.PodID, err = uuidOf(ctx, db, "pods", h.PodID); err != nil {
-		return t, err
-	}
-	t.ClusterID, err = uuidOf(ctx, db, "clusters", h.ClusterID)
+// hostDescriptor is how drivers reach a host, credentials and details
+// included (libvirt pools are reached through the host's libvirtd).
+func hostDescriptor(ctx context.Context, d Deps, h *models.Host) (hypervisor.Host, error) {
+	_, t, err := (&Hosts{Deps: d}).hostTarget(ctx, h.UUID)
 	return t, err
 }
 
@@ -254,7 +248,7 @@ func (a *Storage) PoolBackendCreate(ctx context.Context, spec PoolSpec) (PoolBac
 	}
 	targets := make([]hypervisor.Host, len(hosts))
 	for i := range hosts {
-		if targets[i], err = hostDescriptor(ctx, a.DB, &hosts[i]); err != nil {
+		if targets[i], err = hostDescriptor(ctx, a.Deps, &hosts[i]); err != nil {
 			return res, err
 		}
 	}
@@ -567,7 +561,7 @@ func (a *Storage) PoolBackendDelete(ctx context.Context, in PoolRefInput) error 
 		return err
 	}
 	for i := range hosts {
-		h, err := hostDescriptor(ctx, a.DB, &hosts[i])
+		h, err := hostDescriptor(ctx, a.Deps, &hosts[i])
 		if err != nil {
 			return err
 		}

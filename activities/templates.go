@@ -312,7 +312,7 @@ func (a *Templates) TemplateDownload(ctx context.Context, in TemplateDownloadInp
 	if err != nil {
 		return storeFailure(err)
 	}
-	req := storage.DownloadRequest{URL: t.URL, Path: TemplateInstallPath(&t), Checksum: t.Checksum}
+	req := storage.DownloadRequest{URL: t.URL, Path: TemplateInstallPath(&t), Checksum: t.Checksum, Format: t.Format}
 	if in.SourceRefID != 0 {
 		if req.URL, err = a.copySourceURL(in.SourceRefID, in.BaseURL); err != nil {
 			return err
@@ -338,11 +338,15 @@ func (a *Templates) TemplateDownload(ctx context.Context, in TemplateDownloadInp
 		return downloadFailure(err)
 	}
 	now := models.Now()
+	size := img.SizeBytes // a template's size is the disk a guest sees: a qcow2's virtual size
+	if img.VirtualSizeBytes > 0 {
+		size = img.VirtualSizeBytes
+	}
 	err = a.DB.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		res, err := tx.NewUpdate().Model((*models.TemplateStoreRef)(nil)).
 			Set("download_state = ?", models.DownloadDownloaded).Set("download_pct = 100").
 			Set("state = ?", models.ObjectReady).Set("install_path = ?", img.Path).
-			Set("size = ?", img.SizeBytes).Set("physical_size = ?", img.SizeBytes).
+			Set("size = ?", size).Set("physical_size = ?", img.SizeBytes).
 			Set("error_str = ''").Set("last_updated = ?", now).
 			Where("id = ? AND destroyed = ?", ref.ID, false).Exec(ctx)
 		if err != nil {
@@ -351,7 +355,7 @@ func (a *Templates) TemplateDownload(ctx context.Context, in TemplateDownloadInp
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errDeletedMeanwhile
 		}
-		_, err = tx.NewUpdate().Model((*models.Template)(nil)).Set("size = ?", img.SizeBytes).
+		_, err = tx.NewUpdate().Model((*models.Template)(nil)).Set("size = ?", size).
 			Where("id = ? AND (size IS NULL OR size = 0)", t.ID).WhereAllWithDeleted().Exec(ctx)
 		return err
 	})

@@ -168,6 +168,9 @@ func (a *VMs) vmPool(ctx context.Context, poolID int64) (*models.StoragePool, st
 		}
 		d.Username, d.Password, _ = strings.Cut(ui, ":")
 	}
+	if err := setPoolVia(ctx, a.Deps, &p, &d); err != nil {
+		return nil, d, nil, err
+	}
 	drv, err := a.Pools(p.HypervisorType)
 	if err != nil {
 		return nil, d, nil, driverFailure(err)
@@ -857,7 +860,7 @@ func (a *VMs) VMCopyTemplate(ctx context.Context, in VMRefInput) error {
 		return err
 	}
 	vol, err := callHeartbeating(ctx, func(ctx context.Context) (storage.Volume, error) {
-		return drv.CopyTemplateToPool(ctx, storage.Template{ID: t.UUID, Source: src, Format: strings.ToLower(t.Format), SizeBytes: t.Size}, pd, nil)
+		return drv.CopyTemplateToPool(ctx, storage.Template{ID: t.UUID, Source: src, Format: strings.ToLower(t.Format), SizeBytes: t.Size}, pd, heartbeatProgress(ctx))
 	})
 	if err != nil {
 		_, _ = a.DB.NewUpdate().Model((*models.TemplatePoolRef)(nil)).Set("download_state = ?", models.DownloadError).
@@ -1042,6 +1045,9 @@ func (a *VMs) vmSpec(ctx context.Context, vm *models.VMInstance) (hypervisor.VMS
 	} else if keys != "" {
 		spec.Metadata["public-keys"] = keys
 	}
+	if vm.HostName != "" {
+		spec.Metadata["hostname"] = vm.HostName // what the guest is told its name is
+	}
 	if vm.OSTypeID != 0 {
 		var os models.OSType
 		if err := a.DB.NewSelect().Model(&os).Column("display_name").Where("id = ?", vm.OSTypeID).WhereAllWithDeleted().Limit(1).Scan(ctx); err == nil {
@@ -1082,13 +1088,9 @@ func (a *VMs) vmSpec(ctx context.Context, vm *models.VMInstance) (hypervisor.VMS
 		if s, ok := strings.CutPrefix(n.BroadcastURI, "vlan://"); ok {
 			vlan, _ = strconv.Atoi(s)
 		}
-		label, ok := labels[n.NetworkID]
-		if !ok {
-			var err error
-			if label, err = nicLabel(ctx, a.DB, n.NetworkID, vm.HypervisorType); err != nil {
-				return spec, err
-			}
-			labels[n.NetworkID] = label
+		label, err := nicLabel(ctx, a.Deps, n.NetworkID, vm.HypervisorType, labels)
+		if err != nil {
+			return spec, err
 		}
 		spec.NICs = append(spec.NICs, hypervisor.NIC{MAC: n.MacAddress, Label: label, VLAN: vlan, IP: n.IP4Address, Netmask: n.Netmask,
 			Gateway: n.Gateway, DeviceID: n.DeviceID, Model: "virtio", Default: n.DefaultNic})
@@ -1121,45 +1123,6 @@ func vmPublicKeys(ctx context.Context, db bun.IDB, vm *models.VMInstance) (strin
 		}
 	}
 	return strings.Join(keys, "\n"), nil
-}
-
-// nicLabel is the host network a NIC of the network joins on a
-// hypervisor: the traffic label (kvmnetworklabel, vmwarenetworklabel...)
-// of the network's traffic type on its physical network; "" when none is
-// set (the driver's default).
-func nicLabel(ctx context.Context, db bun.IDB, networkID int64, hv string) (string, error) {
-	var n models.Network
-	if err := db.NewSelect().Model(&n).Column("physical_network_id", "traffic_type").Where("id = ?", networkID).
-		WhereAllWithDeleted().Limit(1).Scan(ctx); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return "", nil
-		}
-		return "", err
-	}
-	if n.PhysicalNetworkID == 0 {
-		return "", nil
-	}
-	var tt models.PhysicalNetworkTrafficType
-	err := db.NewSelect().Model(&tt).Where("physical_network_id = ? AND traffic_type = ?", n.PhysicalNetworkID, n.TrafficType).Limit(1).Scan(ctx)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	switch hv {
-	case models.HypervisorKVM, models.HypervisorLXC:
-		return tt.KVMNetworkLabel, nil
-	case models.HypervisorVMware:
-		return tt.VMwareNetworkLabel, nil
-	case models.HypervisorXenServer:
-		return tt.XenNetworkLabel, nil
-	case models.HypervisorHyperV:
-		return tt.HyperVNetworkLabel, nil
-	case models.HypervisorSimulator:
-		return tt.SimulatorNetworkLabel, nil
-	}
-	return "", nil
 }
 
 // VMDefineStart defines the VM on the host it was placed on and powers it

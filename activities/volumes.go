@@ -223,9 +223,19 @@ func poolTarget(ctx context.Context, d Deps, p *models.StoragePool) (storage.Poo
 	if desc.HostID, err = uuidOf(ctx, d.DB, "hosts", p.HostID); err != nil {
 		return nil, desc, err
 	}
+	if err := setPoolVia(ctx, d, p, &desc); err != nil {
+		return nil, desc, err
+	}
+	return drv, desc, nil
+}
+
+// setPoolVia sets the host a pool is reached through, for drivers that
+// act through a hypervisor (libvirt): a local pool's own host, else the
+// first Up host of the pool's scope. None is left nil.
+func setPoolVia(ctx context.Context, d Deps, p *models.StoragePool, desc *storage.Pool) error {
 	hosts, err := poolScopeHosts(ctx, d.DB, p.ZoneID, p.ClusterID, p.HypervisorType)
 	if err != nil {
-		return nil, desc, err
+		return err
 	}
 	if p.HostID != 0 {
 		hosts = nil
@@ -235,13 +245,45 @@ func poolTarget(ctx context.Context, d Deps, p *models.StoragePool) (storage.Poo
 		}
 	}
 	if len(hosts) > 0 {
-		via, err := hostDescriptor(ctx, d.DB, &hosts[0])
+		via, err := hostDescriptor(ctx, d, &hosts[0])
 		if err != nil {
-			return nil, desc, err
+			return err
 		}
 		desc.Via = &via
 	}
-	return drv, desc, nil
+	return nil
+}
+
+// viaVolumeHost reaches the pool through the host running the volume's VM,
+// when it runs: that host's hypervisor holds the disk open, and only it
+// can copy or grow it live (libvirt pools).
+func viaVolumeHost(ctx context.Context, d Deps, v *models.Volume, desc *storage.Pool) error {
+	if v.InstanceID == 0 {
+		return nil
+	}
+	var vm models.VMInstance
+	if err := d.DB.NewSelect().Model(&vm).Column("host_id").Where("id = ?", v.InstanceID).WhereAllWithDeleted().Limit(1).Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	}
+	if vm.HostID == 0 {
+		return nil
+	}
+	var h models.Host
+	if err := d.DB.NewSelect().Model(&h).Where("id = ? AND state = ?", vm.HostID, models.HostUp).Limit(1).Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	}
+	via, err := hostDescriptor(ctx, d, &h)
+	if err != nil {
+		return err
+	}
+	desc.Via = &via
+	return nil
 }
 
 // storeTarget returns an image store's driver and descriptor.
@@ -1104,6 +1146,9 @@ func (a *Volumes) VolumeResizeOnPool(ctx context.Context, in VolumeResizeInput) 
 	if err != nil {
 		return err
 	}
+	if err := viaVolumeHost(ctx, a.Deps, v, &desc); err != nil {
+		return err
+	}
 	if _, err := callHeartbeating(ctx, func(ctx context.Context) (storage.Volume, error) {
 		return drv.ResizeVolume(ctx, desc, v.Path, in.NewSize)
 	}); err != nil {
@@ -1348,7 +1393,7 @@ func (a *Volumes) liveDiskHost(ctx context.Context, in VolumeMigrateState) (hype
 	if err := a.DB.NewSelect().Model(&h).Where("id = ?", vm.HostID).Limit(1).Scan(ctx); err != nil {
 		return hypervisor.Host{}, hypervisor.VMRef{}, models.NotFound(err, "host")
 	}
-	desc, err := hostDescriptor(ctx, a.DB, &h)
+	desc, err := hostDescriptor(ctx, a.Deps, &h)
 	if err != nil {
 		return hypervisor.Host{}, hypervisor.VMRef{}, err
 	}

@@ -663,7 +663,7 @@ func TestCatalogTemplates(t *testing.T) {
 		t.Fatalf("updateTemplatePermissions: %v", err)
 	}
 	alice := catCreateUser(t, s, "alice")
-	ap := alice.Client.Template.NewRegisterTemplateParams("alice's", "QCOW2", "KVM", "alice-tmpl", isoSrv.srv.URL+"/image.iso")
+	ap := alice.Client.Template.NewRegisterTemplateParams("alice's", "RAW", "KVM", "alice-tmpl", isoSrv.srv.URL+"/image.iso")
 	ap.SetZoneid(zone.Id)
 	aliceTm, err := alice.Client.Template.RegisterTemplate(ap)
 	if err != nil || aliceTm.RegisterTemplate[0].Account != "alice" {
@@ -850,7 +850,7 @@ func TestCatalogTemplateWorkerKill(t *testing.T) {
 	zone, dir := catZone(t, s, "zone1")
 	// 6 MiB at about 1 MiB/s.
 	img := newCatImageServer(t, 6<<20, 64<<10, 60*time.Millisecond)
-	rp := cs.Template.NewRegisterTemplateParams("slow", "QCOW2", "KVM", "slow", img.srv.URL+"/image.raw")
+	rp := cs.Template.NewRegisterTemplateParams("slow", "RAW", "KVM", "slow", img.srv.URL+"/image.raw")
 	rp.SetZoneid(zone.Id)
 	rp.SetChecksum(img.sha256())
 	reg, err := cs.Template.RegisterTemplate(rp)
@@ -873,7 +873,7 @@ func TestCatalogTemplateWorkerKill(t *testing.T) {
 		t.Fatalf("after the restart: %+v (statuses %q)", final, seen)
 	}
 	files := catFiles(t, dir)
-	if len(files) != 1 || !strings.HasSuffix(files[0], id+".qcow2") {
+	if len(files) != 1 || !strings.HasSuffix(files[0], id+".raw") {
 		t.Fatalf("image store holds %q, want one file", files)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, files[0])); !bytes.Equal(got, img.data) {

@@ -72,7 +72,7 @@ func TestStoragePrimaryAndSecondary(t *testing.T) {
 		"zone-wide for Hyper-V":   {"smb://10.0.0.5/share", "zone", "Hyperv", 431, "KVM and VMware only"},
 		"zone-wide RBD on VMware": {"rbd://mon1/pool", "zone", "VMware", 431, "RBD primary storage is supported for KVM only"},
 		"SMB on KVM":              {"smb://10.0.0.5/share", "zone", "KVM", 431, "SMB primary storage is supported for Hyperv only"},
-		"zone-wide RBD on KVM":    {"rbd://mon1/pool", "zone", "KVM", 432, "KVM is not supported yet"},
+		"zone-wide RBD on KVM":    {"rbd://mon1/pool", "zone", "KVM", 431, "add a host before its primary storage"},
 		"unknown scheme":          {"ftp://x/y", "zone", "Simulator", 431, "unknown scheme"},
 		"NFS without a path":      {"nfs://10.0.0.9", "zone", "Simulator", 431, "no path"},
 	} {

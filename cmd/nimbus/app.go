@@ -24,7 +24,8 @@ import (
 	_ "github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere"   // the VMware vSphere driver and its datastore pools
 	"github.com/nimbus-cloud/nimbus/infra/pxe"
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
-	_ "github.com/nimbus-cloud/nimbus/infra/storage/local" // NFS (and file://) image stores
+	_ "github.com/nimbus-cloud/nimbus/infra/storage/libvirtpool" // KVM, LXC, Xen Project primary storage
+	_ "github.com/nimbus-cloud/nimbus/infra/storage/local"       // NFS (and file://) image stores
 	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/worker"

@@ -159,3 +159,39 @@ func (b *benchStack) Call(kv ...string) (map[string]any, error) {
 	}
 	return nil, fmt.Errorf("empty answer")
 }
+
+// benchCallWait is Call that, for an async command, waits for its job
+// (polling every poll) and answers the job's result.
+func benchCallWait(st *benchStack, poll time.Duration, kv ...string) (map[string]any, error) {
+	r, err := st.Call(kv...)
+	if err != nil {
+		return nil, err
+	}
+	jobID, _ := r["jobid"].(string)
+	if jobID == "" {
+		return r, nil
+	}
+	for {
+		time.Sleep(poll)
+		j, err := st.Call("command", "queryAsyncJobResult", "jobid", jobID)
+		if err != nil {
+			return nil, err
+		}
+		switch s, _ := j["jobstatus"].(float64); s {
+		case 0:
+			continue
+		case 1:
+			res, _ := j["jobresult"].(map[string]any)
+			if res == nil {
+				res = r
+			}
+			if idIn(res) == "" {
+				res["id"] = r["id"]
+			}
+			return res, nil
+		default:
+			b, _ := json.Marshal(j["jobresult"])
+			return nil, fmt.Errorf("%s: job failed: %s", kv[1], b)
+		}
+	}
+}

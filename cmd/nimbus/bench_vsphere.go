@@ -80,7 +80,7 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	fmt.Printf("nimbus bench vsphere: vCenter simulator with %d hosts, %d VMs, %d concurrent calls, %d pollers, GOMAXPROCS %d, db %s\n",
 		*hosts, *vms, *conc, *pollers, runtime.GOMAXPROCS(0), config.RedactDSN(st.Cfg.DB))
 
-	callWait := func(kv ...string) (map[string]any, error) { return benchCallWait(st, kv...) }
+	callWait := func(kv ...string) (map[string]any, error) { return benchCallWait(st, 20*time.Millisecond, kv...) }
 	setup := time.Now()
 	z, err := callWait("command", "createZone", "name", "bench-vs", "networktype", "Advanced", "dns1", "8.8.8.8", "internaldns1", "10.0.0.2")
 	if err != nil {
@@ -266,42 +266,6 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	log.Info("bench vsphere done", "vms", *vms, "vms_per_s", fmt.Sprintf("%.1f", dep.rps), "calls_per_deploy", float64(nimbusCalls)/float64(*vms),
 		"bare_seq_per_s", fmt.Sprintf("%.1f", seqRate), "bare_par_per_s", fmt.Sprintf("%.1f", parRate))
 	return nil
-}
-
-// benchCallWait is a signed call that, for an async command, waits for its
-// job and answers the job's result.
-func benchCallWait(st *benchStack, kv ...string) (map[string]any, error) {
-	r, err := st.Call(kv...)
-	if err != nil {
-		return nil, err
-	}
-	jobID, _ := r["jobid"].(string)
-	if jobID == "" {
-		return r, nil
-	}
-	for {
-		time.Sleep(20 * time.Millisecond)
-		j, err := st.Call("command", "queryAsyncJobResult", "jobid", jobID)
-		if err != nil {
-			return nil, err
-		}
-		switch s, _ := j["jobstatus"].(float64); s {
-		case 0:
-			continue
-		case 1:
-			res, _ := j["jobresult"].(map[string]any)
-			if res == nil {
-				res = r
-			}
-			if idIn(res) == "" {
-				res["id"] = r["id"]
-			}
-			return res, nil
-		default:
-			b, _ := json.Marshal(j["jobresult"])
-			return nil, fmt.Errorf("%s: job failed: %s", kv[1], b)
-		}
-	}
 }
 
 // clusterIDIn reads addCluster's answer: a list of one cluster.

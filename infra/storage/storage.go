@@ -215,13 +215,15 @@ type DownloadRequest struct {
 	Path     string // destination, relative to the store's root
 	Checksum string // CloudStack form ({SHA-256}hex, {MD5}hex...) or plain hex; "" = none
 	MaxBytes int64  // refuse bigger images; 0 = no limit
+	Format   string // the registered format (QCOW2, RAW...), checked by CheckImageFormat; "" = unchecked
 }
 
 // Image is a file on secondary storage.
 type Image struct {
-	Path      string
-	SizeBytes int64
-	Checksum  string // {ALGO}hex of the stored bytes, when computed
+	Path             string
+	SizeBytes        int64
+	Checksum         string // {ALGO}hex of the stored bytes, when computed
+	VirtualSizeBytes int64  // the disk size a guest sees, when read (a qcow2's header)
 }
 
 // StoreStats is an image store's size and use, in bytes.

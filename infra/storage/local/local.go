@@ -249,6 +249,11 @@ func (d *Driver) DownloadTemplate(ctx context.Context, s storage.ImageStore, req
 		return storage.Image{}, hypervisor.Errorf(driverName, op, req.URL, storage.ErrInvalid,
 			"checksum mismatch: downloaded %d bytes with %s, expected %s", size, sum.Of(digest), sum)
 	}
+	info, err := storage.CheckImageFormat(f, size, req.Format)
+	if err != nil {
+		discard()
+		return storage.Image{}, hypervisor.Errorf(driverName, op, req.URL, nil, "%w", err)
+	}
 	if err := f.Sync(); err != nil {
 		discard()
 		return storage.Image{}, hypervisor.Errorf(driverName, op, req.Path, nil, "%w", err)
@@ -262,7 +267,7 @@ func (d *Driver) DownloadTemplate(ctx context.Context, s storage.ImageStore, req
 		dir.Sync()
 		dir.Close()
 	}
-	return storage.Image{Path: req.Path, SizeBytes: size, Checksum: sum.Of(digest).String()}, nil
+	return storage.Image{Path: req.Path, SizeBytes: size, Checksum: sum.Of(digest).String(), VirtualSizeBytes: info.VirtualSizeBytes}, nil
 }
 
 // existing tells whether dest already holds the image: any file when no
@@ -278,6 +283,9 @@ func (d *Driver) existing(dest, rel string, sum storage.Checksum) (storage.Image
 		return storage.Image{}, false
 	}
 	img := storage.Image{Path: rel, SizeBytes: fi.Size()}
+	if info, err := storage.ReadImageInfo(f, fi.Size()); err == nil {
+		img.VirtualSizeBytes = info.VirtualSizeBytes
+	}
 	if sum.IsZero() {
 		return img, true
 	}

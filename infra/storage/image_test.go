@@ -1,0 +1,57 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// qcow2Header builds the first bytes of a qcow2 image.
+func qcow2Header(version uint32, size uint64, backing bool, incompat uint64) []byte {
+	h := make([]byte, 104)
+	copy(h, qcow2Magic)
+	binary.BigEndian.PutUint32(h[4:], version)
+	if backing {
+		binary.BigEndian.PutUint64(h[8:], 512)
+	}
+	binary.BigEndian.PutUint32(h[20:], 16)
+	binary.BigEndian.PutUint64(h[24:], size)
+	binary.BigEndian.PutUint64(h[72:], incompat)
+	return h
+}
+
+func TestCheckImageFormat(t *testing.T) {
+	tests := map[string]struct {
+		data    []byte
+		format  string
+		want    ImageInfo
+		errText string
+	}{
+		"qcow2":             {qcow2Header(3, 1<<30, false, 0), "QCOW2", ImageInfo{Format: "qcow2", VirtualSizeBytes: 1 << 30}, ""},
+		"qcow2 v2":          {qcow2Header(2, 8<<20, false, 0), "qcow2", ImageInfo{Format: "qcow2", VirtualSizeBytes: 8 << 20}, ""},
+		"html as qcow2":     {[]byte("<html><body>404 not found</body></html>"), "QCOW2", ImageInfo{}, "not QCOW2"},
+		"empty as qcow2":    {nil, "QCOW2", ImageInfo{}, "not QCOW2"},
+		"backing file":      {qcow2Header(3, 1<<30, true, 0), "QCOW2", ImageInfo{}, "backing file"},
+		"external data":     {qcow2Header(3, 1<<30, false, 1<<2), "QCOW2", ImageInfo{}, "external file"},
+		"version 9":         {qcow2Header(9, 1<<30, false, 0), "QCOW2", ImageInfo{}, "version 9"},
+		"raw is anything":   {[]byte("whatever"), "RAW", ImageInfo{Format: "raw", VirtualSizeBytes: 8}, ""},
+		"vhd not checked":   {[]byte("whatever"), "VHD", ImageInfo{Format: "raw", VirtualSizeBytes: 8}, ""},
+		"raw that is qcow2": {qcow2Header(3, 1<<20, false, 0), "RAW", ImageInfo{Format: "qcow2", VirtualSizeBytes: 1 << 20}, ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := CheckImageFormat(bytes.NewReader(tc.data), int64(len(tc.data)), tc.format)
+			if tc.errText != "" {
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.errText) {
+					t.Fatalf("got %v, want invalid containing %q", err, tc.errText)
+				}
+				return
+			}
+			if err != nil || got.Format != tc.want.Format || got.VirtualSizeBytes != tc.want.VirtualSizeBytes {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
