@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -40,28 +41,50 @@ type jobItem struct {
 	DomainPath string `json:"domainpath,omitempty"`
 }
 
+// jobOwnerRow is what a job's view shows of its owner, read for a page of
+// jobs in one query (removed accounts, users and domains included).
+type jobOwnerRow struct {
+	JobID         int64     `bun:"job_id"`
+	AccountUUID   string    `bun:"account_uuid"`
+	AccountName   string    `bun:"account_name"`
+	UserUUID      string    `bun:"user_uuid"`
+	DomainUUID    string    `bun:"domain_uuid"`
+	DomainName    string    `bun:"domain_name"`
+	DomainPath    string    `bun:"domain_path"`
+	DomainRemoved time.Time `bun:"domain_removed"`
+}
+
 func (c *Call) jobItems(jobs []models.AsyncJob) ([]jobItem, error) {
 	ids := make([]int64, 0, len(jobs))
 	for _, j := range jobs {
-		ids = append(ids, j.DomainID)
+		ids = append(ids, j.ID)
 	}
-	doms := map[int64]models.Domain{}
+	owners := map[int64]*jobOwnerRow{}
 	if len(ids) > 0 {
-		var ds []models.Domain
-		if err := c.S.DB.NewSelect().Model(&ds).Where("id IN (?)", bun.List(ids)).WhereAllWithDeleted().Scan(c.Ctx); err != nil {
+		var rows []jobOwnerRow
+		if err := c.S.DB.NewSelect().TableExpr("async_jobs AS j").
+			ColumnExpr("j.id AS job_id, a.uuid AS account_uuid, a.name AS account_name, u.uuid AS user_uuid").
+			ColumnExpr("d.uuid AS domain_uuid, d.name AS domain_name, d.path AS domain_path, d.removed AS domain_removed").
+			Join("LEFT JOIN accounts AS a ON a.id = j.account_id").
+			Join("LEFT JOIN users AS u ON u.id = j.user_id").
+			Join("LEFT JOIN domains AS d ON d.id = j.domain_id").
+			Where("j.id IN (?)", bun.List(ids)).Scan(c.Ctx, &rows); err != nil {
 			return nil, err
 		}
-		for _, d := range ds {
-			doms[d.ID] = d
+		for i := range rows {
+			owners[rows[i].JobID] = &rows[i]
 		}
 	}
 	out := make([]jobItem, 0, len(jobs))
 	for i := range jobs {
-		it := jobItem{JobResponse: c.S.JobView(c.Ctx, &jobs[i])}
-		if d, ok := doms[jobs[i].DomainID]; ok {
-			it.DomainID, it.DomainPath = d.UUID, DisplayPath(d.Path)
-			if !d.Removed.IsZero() {
-				it.DomainPath = d.Name
+		it := jobItem{JobResponse: JobView(&jobs[i])}
+		if o := owners[jobs[i].ID]; o != nil {
+			it.AccountID, it.Account, it.UserID = o.AccountUUID, o.AccountName, o.UserUUID
+			if o.DomainUUID != "" {
+				it.DomainID, it.DomainPath = o.DomainUUID, DisplayPath(o.DomainPath)
+				if !o.DomainRemoved.IsZero() {
+					it.DomainPath = o.DomainName
+				}
 			}
 		}
 		out = append(out, it)
