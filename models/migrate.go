@@ -232,6 +232,8 @@ func Indexes() []Index {
 		{"vm_instances", "idx_vm_instances_template", []string{"template_id"}, false},
 		{"vm_instances", "idx_vm_instances_iso", []string{"iso_id"}, false},
 		{"vm_instances", "idx_vm_instances_service_offering", []string{"service_offering_id"}, false},
+		// listVirtualMachines pages an admin's listall through this index alone.
+		{"vm_instances", "idx_vm_instances_type_removed", []string{"type", "removed"}, false},
 		{"ssh_keypairs", "uq_ssh_keypairs_account_name", []string{"account_id", "keypair_name"}, true},
 		{"ssh_keypairs", "idx_ssh_keypairs_domain", []string{"domain_id"}, false},
 		{"ssh_keypairs", "idx_ssh_keypairs_fingerprint", []string{"fingerprint"}, false},
