@@ -113,6 +113,10 @@ func Indexes() []Index {
 		{"cluster_details", "uq_cluster_details_name", []string{"cluster_id", "name"}, true},
 		{"hosts", "idx_hosts_cluster_state", []string{"cluster_id", "state", "resource_state"}, false},
 		{"hosts", "idx_hosts_zone_type", []string{"zone_id", "type"}, false},
+		// A placement reads a zone's hosts by allocated memory, and its
+		// largest host's memory (activities.hostsWithMostRoom).
+		{"hosts", "idx_hosts_zone_type_mem_allocated", []string{"zone_id", "type", "mem_allocated"}, false},
+		{"hosts", "idx_hosts_zone_type_ram", []string{"zone_id", "type", "ram"}, false},
 		{"hosts", "idx_hosts_pod", []string{"pod_id"}, false},
 		{"hosts", "idx_hosts_state_ping", []string{"state", "last_ping"}, false},
 		{"hosts", "idx_hosts_mgmt_server", []string{"mgmt_server_id"}, false},
