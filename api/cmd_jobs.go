@@ -41,8 +41,8 @@ type jobItem struct {
 	DomainPath string `json:"domainpath,omitempty"`
 }
 
-// jobOwnerRow is what a job's view shows of its owner, read for a page of
-// jobs in one query (removed accounts, users and domains included).
+// jobOwnerRow is what a job's view shows of its owner, read with the jobs
+// in one query (removed accounts, users and domains included).
 type jobOwnerRow struct {
 	JobID         int64     `bun:"job_id"`
 	AccountUUID   string    `bun:"account_uuid"`
@@ -54,6 +54,15 @@ type jobOwnerRow struct {
 	DomainRemoved time.Time `bun:"domain_removed"`
 }
 
+// withJobOwners adds a job query the columns of jobOwnerRow.
+func withJobOwners(q *bun.SelectQuery, job string) *bun.SelectQuery {
+	return q.ColumnExpr(job+".id AS job_id, ja.uuid AS account_uuid, ja.name AS account_name, ju.uuid AS user_uuid").
+		ColumnExpr("jd.uuid AS domain_uuid, jd.name AS domain_name, jd.path AS domain_path, jd.removed AS domain_removed").
+		Join("LEFT JOIN accounts AS ja ON ja.id = " + job + ".account_id").
+		Join("LEFT JOIN users AS ju ON ju.id = " + job + ".user_id").
+		Join("LEFT JOIN domains AS jd ON jd.id = " + job + ".domain_id")
+}
+
 func (c *Call) jobItems(jobs []models.AsyncJob) ([]jobItem, error) {
 	ids := make([]int64, 0, len(jobs))
 	for _, j := range jobs {
@@ -62,12 +71,7 @@ func (c *Call) jobItems(jobs []models.AsyncJob) ([]jobItem, error) {
 	owners := map[int64]*jobOwnerRow{}
 	if len(ids) > 0 {
 		var rows []jobOwnerRow
-		if err := c.S.DB.NewSelect().TableExpr("async_jobs AS j").
-			ColumnExpr("j.id AS job_id, a.uuid AS account_uuid, a.name AS account_name, u.uuid AS user_uuid").
-			ColumnExpr("d.uuid AS domain_uuid, d.name AS domain_name, d.path AS domain_path, d.removed AS domain_removed").
-			Join("LEFT JOIN accounts AS a ON a.id = j.account_id").
-			Join("LEFT JOIN users AS u ON u.id = j.user_id").
-			Join("LEFT JOIN domains AS d ON d.id = j.domain_id").
+		if err := withJobOwners(c.S.DB.NewSelect().TableExpr("async_jobs AS j"), "j").
 			Where("j.id IN (?)", bun.List(ids)).Scan(c.Ctx, &rows); err != nil {
 			return nil, err
 		}
@@ -77,19 +81,24 @@ func (c *Call) jobItems(jobs []models.AsyncJob) ([]jobItem, error) {
 	}
 	out := make([]jobItem, 0, len(jobs))
 	for i := range jobs {
-		it := jobItem{JobResponse: JobView(&jobs[i])}
-		if o := owners[jobs[i].ID]; o != nil {
-			it.AccountID, it.Account, it.UserID = o.AccountUUID, o.AccountName, o.UserUUID
-			if o.DomainUUID != "" {
-				it.DomainID, it.DomainPath = o.DomainUUID, DisplayPath(o.DomainPath)
-				if !o.DomainRemoved.IsZero() {
-					it.DomainPath = o.DomainName
-				}
-			}
-		}
-		out = append(out, it)
+		out = append(out, jobItemOf(&jobs[i], owners[jobs[i].ID]))
 	}
 	return out, nil
+}
+
+// jobItemOf is a job's view with its owner's names (o nil: none found).
+func jobItemOf(job *models.AsyncJob, o *jobOwnerRow) jobItem {
+	it := jobItem{JobResponse: JobView(job)}
+	if o != nil {
+		it.AccountID, it.Account, it.UserID = o.AccountUUID, o.AccountName, o.UserUUID
+		if o.DomainUUID != "" {
+			it.DomainID, it.DomainPath = o.DomainUUID, DisplayPath(o.DomainPath)
+			if !o.DomainRemoved.IsZero() {
+				it.DomainPath = o.DomainName
+			}
+		}
+	}
+	return it
 }
 
 // listAsyncJobs lists the jobs the caller may see (its own account's; an
@@ -150,15 +159,11 @@ func queryAsyncJobResult(c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !c.CanSeeJob(job) {
+	if !c.CanSeeJob(&job.AsyncJob) {
 		// The same answer as a missing job: do not reveal others' job ids.
 		return nil, cserr.Param("Unable to find job by id %s", c.Str("jobid"))
 	}
-	items, err := c.jobItems([]models.AsyncJob{*job})
-	if err != nil {
-		return nil, err
-	}
-	return items[0], nil
+	return jobItemOf(&job.AsyncJob, &job.jobOwnerRow), nil
 }
 
 // CanSeeJob: a job is visible to its own account; admins see jobs of the

@@ -171,16 +171,24 @@ type JobResponse struct {
 	JobInstanceID   string          `json:"jobinstanceid,omitempty"`
 }
 
-// LoadJob reads a job row, repairing it from Temporal when the row says
-// pending but the workflow has ended (a worker died before recording the
-// end, or an operator terminated the job in the Temporal UI).
-func (s *Server) LoadJob(ctx context.Context, jobID string) (*models.AsyncJob, error) {
-	var job models.AsyncJob
-	if err := s.DB.NewSelect().Model(&job).Where("uuid = ?", jobID).Limit(1).Scan(ctx); err != nil {
+// jobWithOwner is a job row with what its view shows of its owner.
+type jobWithOwner struct {
+	models.AsyncJob `bun:",extend"`
+	jobOwnerRow
+}
+
+// LoadJob reads a job row with its owner's names (one query), repairing it
+// from Temporal when the row says pending but the workflow has ended (a
+// worker died before recording the end, or an operator terminated the job
+// in the Temporal UI).
+func (s *Server) LoadJob(ctx context.Context, jobID string) (*jobWithOwner, error) {
+	var job jobWithOwner
+	q := s.DB.NewSelect().Model(&job).ColumnExpr("async_job.*")
+	if err := withJobOwners(q, "async_job").Where("async_job.uuid = ?", jobID).Limit(1).Scan(ctx); err != nil {
 		return nil, models.NotFound(err, "job "+jobID)
 	}
 	if job.Status == models.JobPending && s.checked.due(job.UUID) {
-		if err := s.repairJob(ctx, &job); err != nil {
+		if err := s.repairJob(ctx, &job.AsyncJob); err != nil {
 			s.Log.Warn("cannot check job against Temporal", "jobid", jobID, "err", err)
 		}
 	}
