@@ -753,10 +753,7 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 		if err != nil {
 			return VMPlacement{}, err
 		}
-		if err := a.place(ctx, vm, pr, in.Pins); err != nil {
-			return VMPlacement{}, err
-		}
-		if vm, err = mustVM(ctx, a.DB, in.VMUUID); err != nil {
+		if vm.HostID, err = a.place(ctx, vm, pr, in.Pins); err != nil {
 			return VMPlacement{}, err
 		}
 	}
@@ -794,19 +791,20 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 	return out, nil
 }
 
-func (a *VMs) place(ctx context.Context, vm *models.VMInstance, pr *vmPlaceRequest, pins VMPins) error {
+// place reserves a host (and pools) for the VM and returns the host.
+func (a *VMs) place(ctx context.Context, vm *models.VMInstance, pr *vmPlaceRequest, pins VMPins) (int64, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		snap, err := a.planSnapshot(ctx, vm.ZoneID, pr.req, false)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		placements, perr := planner.Plan(pr.req, snap)
 		if perr != nil {
 			if snap, err = a.planSnapshot(ctx, vm.ZoneID, pr.req, true); err != nil {
-				return err
+				return 0, err
 			}
 			if placements, perr = planner.Plan(pr.req, snap); perr != nil {
-				return cserr.Temporal(cserr.Capacity("Unable to create a deployment for virtual machine %s: %s", vm.Name, perr.Error()))
+				return 0, cserr.Temporal(cserr.Capacity("Unable to create a deployment for virtual machine %s: %s", vm.Name, perr.Error()))
 			}
 		}
 		if pins.ConsiderLastHost && vm.LastHostID != 0 {
@@ -824,22 +822,22 @@ func (a *VMs) place(ctx context.Context, vm *models.VMInstance, pr *vmPlaceReque
 			err := a.reserve(ctx, vm, pr, p)
 			switch {
 			case err == nil:
-				return nil
+				return p.HostID, nil
 			case errors.Is(err, errVMMoved):
 				cur, lerr := mustVM(ctx, a.DB, vm.UUID)
 				if lerr != nil {
-					return lerr
+					return 0, lerr
 				}
 				if (cur.State == models.VMStarting || cur.State == models.VMRunning) && cur.HostID != 0 {
-					return nil // placed by an earlier attempt of this step
+					return cur.HostID, nil // placed by an earlier attempt of this step
 				}
-				return vmStateFail(cur, models.VMStarting)
+				return 0, vmStateFail(cur, models.VMStarting)
 			case !errors.Is(err, models.ErrNoCapacity):
-				return err
+				return 0, err
 			}
 		}
 	}
-	return cserr.Temporal(cserr.Capacity("Unable to create a deployment for virtual machine %s: the capacity it fits in was taken by concurrent deployments", vm.Name))
+	return 0, cserr.Temporal(cserr.Capacity("Unable to create a deployment for virtual machine %s: the capacity it fits in was taken by concurrent deployments", vm.Name))
 }
 
 // VMUnplace gives back a VM's host reservation and the pool reservations
