@@ -633,12 +633,6 @@ func moveCounts(ctx context.Context, tx bun.IDB, accountID int64, deltas map[str
 func applyCounts(ctx context.Context, tx bun.IDB, owners []countOwner, types []string, deltas map[string]int64, check bool) error {
 	for i := range owners {
 		o := &owners[i]
-		if !o.guarded(types, deltas, check) {
-			if err := moveOwnerAtOnce(ctx, tx, o, types, deltas); err != nil {
-				return err
-			}
-			continue
-		}
 		for _, t := range types {
 			d := deltas[t]
 			col, id := o.col()
@@ -670,41 +664,6 @@ func applyCounts(ctx context.Context, tx bun.IDB, owners []countOwner, types []s
 		}
 	}
 	return nil
-}
-
-// guarded tells whether moving an owner's counts checks a limit: some
-// type grows and has one.
-func (o *countOwner) guarded(types []string, deltas map[string]int64, check bool) bool {
-	if !check {
-		return false
-	}
-	for _, t := range types {
-		if deltas[t] > 0 && o.limits[t] >= 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// moveOwnerAtOnce moves an owner's counts of every type in one UPDATE,
-// when no limit guards them (unlimited accounts such as the root admin's,
-// domains without limits, releases): the same rows and changes as one
-// UPDATE per type, and the same lock order (the owner's unique index is by
-// type).
-func moveOwnerAtOnce(ctx context.Context, tx bun.IDB, o *countOwner, types []string, deltas map[string]int64) error {
-	col, id := o.col()
-	delta := "CASE type"
-	var args []any
-	for _, t := range types {
-		delta += " WHEN ? THEN ?"
-		args = append(args, t, deltas[t])
-	}
-	delta += " ELSE 0 END"
-	// Releases never go below 0, as the per-type updates of moveCounts.
-	expr := "count = CASE WHEN count + (" + delta + ") > 0 THEN count + (" + delta + ") ELSE 0 END"
-	_, err := tx.NewUpdate().Model((*ResourceCount)(nil)).Set(expr, append(args, args...)...).
-		Where("? = ?", col, id).Where("type IN (?)", bun.In(types)).Exec(ctx)
-	return err
 }
 
 // formatAmount shows an amount of a resource type with its unit.
