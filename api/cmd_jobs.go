@@ -56,7 +56,7 @@ type jobOwnerRow struct {
 
 // withJobOwners adds a job query the columns of jobOwnerRow.
 func withJobOwners(q *bun.SelectQuery, job string) *bun.SelectQuery {
-	return q.ColumnExpr(job+".id AS job_id, ja.uuid AS account_uuid, ja.name AS account_name, ju.uuid AS user_uuid").
+	return q.ColumnExpr(job + ".id AS job_id, ja.uuid AS account_uuid, ja.name AS account_name, ju.uuid AS user_uuid").
 		ColumnExpr("jd.uuid AS domain_uuid, jd.name AS domain_name, jd.path AS domain_path, jd.removed AS domain_removed").
 		Join("LEFT JOIN accounts AS ja ON ja.id = " + job + ".account_id").
 		Join("LEFT JOIN users AS ju ON ju.id = " + job + ".user_id").

@@ -382,6 +382,31 @@ type ownerNames struct {
 	DomName  string `bun:"dom_name"`
 }
 
+// queriesAtOnce scans qs, at once when db is a *bun.DB and together is
+// set (each query then takes a connection of its own), else one after
+// another (a transaction has a single connection).
+func queriesAtOnce(ctx context.Context, db bun.IDB, together bool, qs ...*bun.SelectQuery) error {
+	if _, ok := db.(*bun.DB); !ok || !together {
+		for _, q := range qs {
+			if err := q.Scan(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make(chan error, len(qs))
+	for _, q := range qs {
+		go func() { errs <- q.Scan(ctx) }()
+	}
+	var first error
+	for range qs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // vmViews renders VMs by id, in the order given, with four queries whatever
 // their number: the VMs with the rows they refer to, their NICs with their
 // networks, their affinity groups and their tags (each with its owner).
@@ -414,13 +439,6 @@ func vmViews(ctx context.Context, db bun.IDB, ids []int64, admin bool) ([]VMView
 	if admin {
 		q = q.ColumnExpr("h.uuid AS host_uuid, h.name AS host_name2").Join("LEFT JOIN hosts AS h ON h.id = vm_instance.host_id")
 	}
-	if err := q.Scan(ctx); err != nil {
-		return nil, err
-	}
-	uuids := make([]string, len(rows))
-	for i := range rows {
-		uuids[i] = rows[i].UUID
-	}
 
 	var nics []struct {
 		models.Nic `bun:",extend"`
@@ -430,14 +448,40 @@ func vmViews(ctx context.Context, db bun.IDB, ids []int64, admin bool) ([]VMView
 		NetGuest   string `bun:"net_guest_type"`
 		NetTraffic string `bun:"net_traffic_type"`
 	}
-	if err := db.NewSelect().Model(&nics).
+	nicsQ := db.NewSelect().Model(&nics).
 		Column("nic.uuid", "nic.instance_id", "nic.netmask", "nic.gateway", "nic.ip4_address", "nic.default_nic", "nic.mac_address",
 			"nic.device_id", "nic.broadcast_uri", "nic.isolation_uri").
 		ColumnExpr("nw.id AS net_id, nw.uuid AS net_uuid, nw.name AS net_name, nw.guest_type AS net_guest_type, nw.traffic_type AS net_traffic_type").
 		Join("LEFT JOIN networks AS nw ON nw.id = nic.network_id").
-		Where("nic.instance_id IN (?)", bun.In(ids)).Order("nic.instance_id", "nic.device_id").Scan(ctx); err != nil {
+		Where("nic.instance_id IN (?)", bun.In(ids)).Order("nic.instance_id", "nic.device_id")
+	var groups []struct {
+		models.AffinityGroup `bun:",extend"`
+		InstanceID           int64 `bun:"instance_id"`
+		ownerNames
+	}
+	groupsQ := db.NewSelect().Model(&groups).
+		Column("affinity_group.uuid", "affinity_group.name", "affinity_group.type", "affinity_group.description").
+		ColumnExpr("m.instance_id, a.name AS acct_name, d.uuid AS dom_uuid, d.name AS dom_name").
+		Join("JOIN affinity_group_vm_map AS m ON m.affinity_group_id = affinity_group.id").
+		Join("LEFT JOIN accounts AS a ON a.id = affinity_group.account_id").
+		Join("LEFT JOIN domains AS d ON d.id = a.domain_id").
+		Where("m.instance_id IN (?)", bun.In(ids)).Order("m.id")
+	var tags []struct {
+		models.ResourceTag `bun:",extend"`
+		ownerNames
+	}
+	tagsQ := db.NewSelect().Model(&tags).
+		Column("resource_tag.tag_key", "resource_tag.tag_value", "resource_tag.resource_type", "resource_tag.resource_uuid", "resource_tag.customer").
+		ColumnExpr("a.name AS acct_name, d.uuid AS dom_uuid, d.name AS dom_name").
+		Join("JOIN vm_instances AS tv ON tv.uuid = resource_tag.resource_uuid").
+		Join("LEFT JOIN accounts AS a ON a.id = resource_tag.account_id").
+		Join("LEFT JOIN domains AS d ON d.id = a.domain_id").
+		Where("resource_tag.resource_type = ? AND tv.id IN (?)", "UserVm", bun.In(ids)).Order("resource_tag.id")
+	// A page's four reads go together, each on a connection of its own.
+	if err := queriesAtOnce(ctx, db, len(ids) > 1, q, nicsQ, groupsQ, tagsQ); err != nil {
 		return nil, err
 	}
+
 	nicsOf := map[int64][]VMNicView{}
 	for _, n := range nics {
 		nv := VMNicView{ID: n.UUID, Netmask: n.Netmask, Gateway: n.Gateway, IPAddress: n.IP4Address, TrafficType: models.TrafficGuest,
@@ -451,38 +495,12 @@ func vmViews(ctx context.Context, db bun.IDB, ids []int64, admin bool) ([]VMView
 		nicsOf[n.InstanceID] = append(nicsOf[n.InstanceID], nv)
 	}
 
-	var groups []struct {
-		models.AffinityGroup `bun:",extend"`
-		InstanceID           int64 `bun:"instance_id"`
-		ownerNames
-	}
-	if err := db.NewSelect().Model(&groups).
-		Column("affinity_group.uuid", "affinity_group.name", "affinity_group.type", "affinity_group.description").
-		ColumnExpr("m.instance_id, a.name AS acct_name, d.uuid AS dom_uuid, d.name AS dom_name").
-		Join("JOIN affinity_group_vm_map AS m ON m.affinity_group_id = affinity_group.id").
-		Join("LEFT JOIN accounts AS a ON a.id = affinity_group.account_id").
-		Join("LEFT JOIN domains AS d ON d.id = a.domain_id").
-		Where("m.instance_id IN (?)", bun.In(ids)).Order("m.id").Scan(ctx); err != nil {
-		return nil, err
-	}
 	groupsOf := map[int64][]VMAffinityView{}
 	for _, g := range groups {
 		groupsOf[g.InstanceID] = append(groupsOf[g.InstanceID], VMAffinityView{ID: g.UUID, Name: g.Name, Type: g.Type, Description: g.Description,
 			Account: g.AcctName, DomainID: g.DomUUID, Domain: g.DomName})
 	}
 
-	var tags []struct {
-		models.ResourceTag `bun:",extend"`
-		ownerNames
-	}
-	if err := db.NewSelect().Model(&tags).
-		Column("resource_tag.tag_key", "resource_tag.tag_value", "resource_tag.resource_type", "resource_tag.resource_uuid", "resource_tag.customer").
-		ColumnExpr("a.name AS acct_name, d.uuid AS dom_uuid, d.name AS dom_name").
-		Join("LEFT JOIN accounts AS a ON a.id = resource_tag.account_id").
-		Join("LEFT JOIN domains AS d ON d.id = a.domain_id").
-		Where("resource_tag.resource_type = ? AND resource_tag.resource_uuid IN (?)", "UserVm", bun.In(uuids)).Order("resource_tag.id").Scan(ctx); err != nil {
-		return nil, err
-	}
 	tagsOf := map[string][]VMTagView{}
 	for _, t := range tags {
 		tagsOf[t.ResourceUUID] = append(tagsOf[t.ResourceUUID], VMTagView{Key: t.Key, Value: t.Value, ResourceType: t.ResourceType,
@@ -1753,19 +1771,34 @@ func listVirtualMachines(c *Call) (any, error) {
 	for _, t := range c.Map("tags") {
 		q = q.Where("vm_instance.uuid IN (SELECT resource_uuid FROM resource_tags WHERE resource_type = ? AND tag_key = ? AND tag_value = ?)", "UserVm", t["key"], t["value"])
 	}
-	var ids []int64
-	n, err := c.ScanPage(q.Order("vm_instance.id"), &ids)
-	if err != nil {
-		return nil, err
+	// The total is counted while the page is read and rendered.
+	type counted struct {
+		n   int
+		err error
 	}
-	if n == 0 {
+	total := make(chan counted, 1)
+	countQ := q.Clone()
+	go func() {
+		n, err := countQ.Count(c.Ctx)
+		total <- counted{int(n), err}
+	}()
+	var ids []int64
+	limit, offset := c.Page()
+	err = q.Order("vm_instance.id").Limit(int64(limit)).Offset(int64(offset)).Scan(c.Ctx, &ids)
+	var views []VMView
+	if err == nil {
+		views, err = vmViews(c.Ctx, c.S.DB, ids, admin)
+	}
+	t := <-total
+	switch {
+	case err != nil:
+		return nil, err
+	case t.err != nil:
+		return nil, t.err
+	case t.n == 0:
 		return List{Key: "virtualmachine"}, nil
 	}
-	views, err := vmViews(c.Ctx, c.S.DB, ids, admin)
-	if err != nil {
-		return nil, err
-	}
-	return vmList{Count: n, VirtualMachine: views}, nil
+	return vmList{Count: t.n, VirtualMachine: views}, nil
 }
 
 // vmList is listVirtualMachines' answer, encoded in one pass (see hostList).
