@@ -931,10 +931,27 @@ func (a *VMs) VMCopyTemplate(ctx context.Context, in VMRefInput) error {
 	if err != nil {
 		return err
 	}
-	if _, err := a.DB.NewUpdate().Model((*models.TemplatePoolRef)(nil)).Set("download_state = ?", models.DownloadInProgress).
+	// Several deployments onto a new pool may copy at once; a copy that
+	// one of them finished is never marked in progress (or failed) again,
+	// since deployments that saw it there skip the copy and create their
+	// volumes from it.
+	notThere := "NOT (download_state = ? AND install_path <> '')"
+	res, err := a.DB.NewUpdate().Model((*models.TemplatePoolRef)(nil)).Set("download_state = ?", models.DownloadInProgress).
 		Set("state = ?", models.ObjectCreating).Set("last_updated = ?", models.Now()).Set("job_id = ?", vmJobID(ctx)).
-		Where("id = ?", ref.ID).Exec(ctx); err != nil {
+		Where("id = ?", ref.ID).Where(notThere, models.DownloadDownloaded).Exec(ctx)
+	if err != nil {
 		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		// Copied meanwhile, or (MySQL counts changed rows) already marked
+		// so by this job's earlier attempt in the same second.
+		var cur models.TemplatePoolRef
+		if err := a.DB.NewSelect().Model(&cur).Where("id = ?", ref.ID).Limit(1).Scan(ctx); err != nil {
+			return err
+		}
+		if cur.DownloadState == models.DownloadDownloaded && cur.InstallPath != "" {
+			return nil
+		}
 	}
 	vol, err := callHeartbeating(ctx, func(ctx context.Context) (storage.Volume, error) {
 		return drv.CopyTemplateToPool(ctx, storage.Template{ID: t.UUID, Source: src, Format: strings.ToLower(t.Format), SizeBytes: t.Size}, pd, nil)
@@ -942,7 +959,7 @@ func (a *VMs) VMCopyTemplate(ctx context.Context, in VMRefInput) error {
 	if err != nil {
 		_, _ = a.DB.NewUpdate().Model((*models.TemplatePoolRef)(nil)).Set("download_state = ?", models.DownloadError).
 			Set("state = ?", models.ObjectFailed).Set("error_str = ?", vmClip(err.Error(), 1000)).Set("last_updated = ?", models.Now()).
-			Where("id = ?", ref.ID).Exec(context.WithoutCancel(ctx))
+			Where("id = ?", ref.ID).Where(notThere, models.DownloadDownloaded).Exec(context.WithoutCancel(ctx))
 		return driverFailure(err)
 	}
 	_, err = a.DB.NewUpdate().Model((*models.TemplatePoolRef)(nil)).Set("download_state = ?", models.DownloadDownloaded).
