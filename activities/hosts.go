@@ -455,17 +455,38 @@ func (a *Hosts) hostTarget(ctx context.Context, hostUUID string) (*models.Host, 
 }
 
 // uuidOf reads the uuid of a row by id ("" for id 0), removed rows included.
+// The rows it reads (zones, pods, clusters, hosts, storage pools) are only
+// ever soft-deleted and keep their uuid, so what was read outside a
+// transaction is remembered: every VM step asks for the same few.
 func uuidOf(ctx context.Context, db bun.IDB, table string, id int64) (string, error) {
 	if id == 0 {
 		return "", nil
+	}
+	base, committed := db.(*bun.DB)
+	key := uuidKey{base, table, id}
+	if committed {
+		if u, ok := uuidCache.Load(key); ok {
+			return u.(string), nil
+		}
 	}
 	var u string
 	err := db.NewSelect().TableExpr(table).Column("uuid").Where("id = ?", id).Limit(1).Scan(ctx, &u)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
+	if err == nil && committed && u != "" {
+		uuidCache.Store(key, u)
+	}
 	return u, err
 }
+
+type uuidKey struct {
+	db    *bun.DB
+	table string
+	id    int64
+}
+
+var uuidCache sync.Map // uuidKey -> string
 
 // HostConnectedInput records a successful connection.
 type HostConnectedInput struct {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -40,33 +41,64 @@ type jobItem struct {
 	DomainPath string `json:"domainpath,omitempty"`
 }
 
+// jobOwnerRow is what a job's view shows of its owner, read with the jobs
+// in one query (removed accounts, users and domains included).
+type jobOwnerRow struct {
+	JobID         int64     `bun:"job_id"`
+	AccountUUID   string    `bun:"account_uuid"`
+	AccountName   string    `bun:"account_name"`
+	UserUUID      string    `bun:"user_uuid"`
+	DomainUUID    string    `bun:"domain_uuid"`
+	DomainName    string    `bun:"domain_name"`
+	DomainPath    string    `bun:"domain_path"`
+	DomainRemoved time.Time `bun:"domain_removed"`
+}
+
+// withJobOwners adds a job query the columns of jobOwnerRow.
+func withJobOwners(q *bun.SelectQuery, job string) *bun.SelectQuery {
+	return q.ColumnExpr(job + ".id AS job_id, ja.uuid AS account_uuid, ja.name AS account_name, ju.uuid AS user_uuid").
+		ColumnExpr("jd.uuid AS domain_uuid, jd.name AS domain_name, jd.path AS domain_path, jd.removed AS domain_removed").
+		Join("LEFT JOIN accounts AS ja ON ja.id = " + job + ".account_id").
+		Join("LEFT JOIN users AS ju ON ju.id = " + job + ".user_id").
+		Join("LEFT JOIN domains AS jd ON jd.id = " + job + ".domain_id")
+}
+
 func (c *Call) jobItems(jobs []models.AsyncJob) ([]jobItem, error) {
 	ids := make([]int64, 0, len(jobs))
 	for _, j := range jobs {
-		ids = append(ids, j.DomainID)
+		ids = append(ids, j.ID)
 	}
-	doms := map[int64]models.Domain{}
+	owners := map[int64]*jobOwnerRow{}
 	if len(ids) > 0 {
-		var ds []models.Domain
-		if err := c.S.DB.NewSelect().Model(&ds).Where("id IN (?)", bun.List(ids)).WhereAllWithDeleted().Scan(c.Ctx); err != nil {
+		var rows []jobOwnerRow
+		if err := withJobOwners(c.S.DB.NewSelect().TableExpr("async_jobs AS j"), "j").
+			Where("j.id IN (?)", bun.List(ids)).Scan(c.Ctx, &rows); err != nil {
 			return nil, err
 		}
-		for _, d := range ds {
-			doms[d.ID] = d
+		for i := range rows {
+			owners[rows[i].JobID] = &rows[i]
 		}
 	}
 	out := make([]jobItem, 0, len(jobs))
 	for i := range jobs {
-		it := jobItem{JobResponse: c.S.JobView(c.Ctx, &jobs[i])}
-		if d, ok := doms[jobs[i].DomainID]; ok {
-			it.DomainID, it.DomainPath = d.UUID, DisplayPath(d.Path)
-			if !d.Removed.IsZero() {
-				it.DomainPath = d.Name
-			}
-		}
-		out = append(out, it)
+		out = append(out, jobItemOf(&jobs[i], owners[jobs[i].ID]))
 	}
 	return out, nil
+}
+
+// jobItemOf is a job's view with its owner's names (o nil: none found).
+func jobItemOf(job *models.AsyncJob, o *jobOwnerRow) jobItem {
+	it := jobItem{JobResponse: JobView(job)}
+	if o != nil {
+		it.AccountID, it.Account, it.UserID = o.AccountUUID, o.AccountName, o.UserUUID
+		if o.DomainUUID != "" {
+			it.DomainID, it.DomainPath = o.DomainUUID, DisplayPath(o.DomainPath)
+			if !o.DomainRemoved.IsZero() {
+				it.DomainPath = o.DomainName
+			}
+		}
+	}
+	return it
 }
 
 // listAsyncJobs lists the jobs the caller may see (its own account's; an
@@ -127,15 +159,11 @@ func queryAsyncJobResult(c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !c.CanSeeJob(job) {
+	if !c.CanSeeJob(&job.AsyncJob) {
 		// The same answer as a missing job: do not reveal others' job ids.
 		return nil, cserr.Param("Unable to find job by id %s", c.Str("jobid"))
 	}
-	items, err := c.jobItems([]models.AsyncJob{*job})
-	if err != nil {
-		return nil, err
-	}
-	return items[0], nil
+	return jobItemOf(&job.AsyncJob, &job.jobOwnerRow), nil
 }
 
 // CanSeeJob: a job is visible to its own account; admins see jobs of the

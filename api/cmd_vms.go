@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/uptrace/bun"
 
@@ -176,19 +177,22 @@ func init() {
 		},
 	)
 	RegisterRenderer("VirtualMachine", func(ctx context.Context, s *Server, id string) (any, error) {
-		var vm models.VMInstance
-		if err := s.DB.NewSelect().Model(&vm).Where("uuid = ?", id).WhereAllWithDeleted().Limit(1).Scan(ctx); err != nil {
+		// A job's result goes to its caller: admins see where it runs.
+		var vm struct {
+			ID       int64 `bun:"id"`
+			AcctType *int  `bun:"acct_type"`
+		}
+		if err := s.DB.NewSelect().TableExpr("vm_instances AS vm").ColumnExpr("vm.id, a.type AS acct_type").
+			Join("LEFT JOIN accounts AS a ON a.id = vm.account_id").Where("vm.uuid = ?", id).Limit(1).Scan(ctx, &vm); err != nil {
 			return nil, models.NotFound(err, "virtual machine "+id)
 		}
-		// A job's result goes to its caller: admins see where it runs.
-		admin := false
-		var a models.Account
-		if err := s.DB.NewSelect().Model(&a).Column("type").Where("id = ?", vm.AccountID).WhereAllWithDeleted().Limit(1).Scan(ctx); err == nil {
-			admin = a.Type != models.AccountTypeUser
-		}
-		views, err := vmViews(ctx, s.DB, []models.VMInstance{vm}, admin)
+		admin := vm.AcctType != nil && *vm.AcctType != models.AccountTypeUser
+		views, err := vmViews(ctx, s.DB, []int64{vm.ID}, admin)
 		if err != nil {
 			return nil, err
+		}
+		if len(views) == 0 {
+			return nil, models.NotFound(sql.ErrNoRows, "virtual machine "+id)
 		}
 		return views[0], nil
 	})
@@ -338,143 +342,193 @@ func byIDs[T any](ctx context.Context, db bun.IDB, ids []int64, id func(*T) int6
 	return out, nil
 }
 
-// vmViews renders a page of VMs with a fixed number of queries whatever its
-// size: every related row is loaded by id in one query per kind.
-func vmViews(ctx context.Context, db bun.IDB, vms []models.VMInstance, admin bool) ([]VMView, error) {
-	views := make([]VMView, len(vms))
-	if len(vms) == 0 {
-		return views, nil
+// vmRow is a VM with what its view shows of the rows it refers to (its
+// owner and the owner's domain, user, zone, host, template, ISO, offerings
+// and OS type), read for a whole page in one query. Related rows are
+// LEFT JOINed, removed ones included, as a view shows what a VM was made
+// of even after it is gone.
+type vmRow struct {
+	models.VMInstance `bun:",extend"`
+	AcctID            int64     `bun:"acct_id"`
+	AcctName          string    `bun:"acct_name"`
+	DomUUID           string    `bun:"dom_uuid"`
+	DomName           string    `bun:"dom_name"`
+	DomPath           string    `bun:"dom_path"`
+	DomRemoved        time.Time `bun:"dom_removed"`
+	UserUUID          string    `bun:"user_uuid"`
+	UserName          string    `bun:"user_name"`
+	ZoneUUID          string    `bun:"zone_uuid"`
+	ZoneName          string    `bun:"zone_name"`
+	HostUUID          string    `bun:"host_uuid"`
+	HostName2         string    `bun:"host_name2"`
+	TmplUUID          string    `bun:"tmpl_uuid"`
+	TmplName          string    `bun:"tmpl_name"`
+	TmplDisplay       string    `bun:"tmpl_display"`
+	TmplType          string    `bun:"tmpl_type"`
+	TmplPassword      bool      `bun:"tmpl_password"`
+	ISOUUID           string    `bun:"iso_uuid"`
+	ISOName           string    `bun:"iso_name"`
+	ISODisplay        string    `bun:"iso_display"`
+	SOUUID            string    `bun:"so_uuid"`
+	SOName            string    `bun:"so_name"`
+	DOUUID            string    `bun:"do_uuid"`
+	DOName            string    `bun:"do_name"`
+	OSUUID            string    `bun:"os_uuid"`
+	OSName            string    `bun:"os_name"`
+}
+
+// ownerNames is what a view shows of an owner (an affinity group's or a
+// tag's): its account name and its domain.
+type ownerNames struct {
+	AcctName string `bun:"acct_name"`
+	DomUUID  string `bun:"dom_uuid"`
+	DomName  string `bun:"dom_name"`
+}
+
+// queriesAtOnce scans qs, at once when db is a *bun.DB and together is
+// set (each query then takes a connection of its own), else one after
+// another (a transaction has a single connection).
+func queriesAtOnce(ctx context.Context, db bun.IDB, together bool, qs ...*bun.SelectQuery) error {
+	if _, ok := db.(*bun.DB); !ok || !together {
+		for _, q := range qs {
+			if err := q.Scan(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	var vmIDs, acctIDs, userIDs, zoneIDs, hostIDs, tmplIDs, soIDs, doIDs, osIDs []int64
-	uuids := make([]string, len(vms))
-	for i, vm := range vms {
-		vmIDs = append(vmIDs, vm.ID)
-		acctIDs = append(acctIDs, vm.AccountID)
-		userIDs = append(userIDs, vm.UserID)
-		zoneIDs = append(zoneIDs, vm.ZoneID)
-		hostIDs = append(hostIDs, vm.HostID)
-		tmplIDs = append(tmplIDs, vm.TemplateID, vm.ISOID)
-		soIDs = append(soIDs, vm.ServiceOfferingID)
-		doIDs = append(doIDs, vm.DiskOfferingID)
-		osIDs = append(osIDs, vm.OSTypeID)
-		uuids[i] = vm.UUID
+	errs := make(chan error, len(qs))
+	for _, q := range qs {
+		go func() { errs <- q.Scan(ctx) }()
 	}
-	owners, err := loadOwners(ctx, db, vmUniq(acctIDs))
-	if err != nil {
-		return nil, err
-	}
-	users, err := byIDs(ctx, db, userIDs, func(u *models.User) int64 { return u.ID }, true)
-	if err != nil {
-		return nil, err
-	}
-	zones, err := byIDs(ctx, db, zoneIDs, func(z *models.Zone) int64 { return z.ID }, true)
-	if err != nil {
-		return nil, err
-	}
-	hosts := map[int64]*models.Host{}
-	if admin {
-		if hosts, err = byIDs(ctx, db, hostIDs, func(h *models.Host) int64 { return h.ID }, true); err != nil {
-			return nil, err
+	var first error
+	for range qs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	tmpls, err := byIDs(ctx, db, tmplIDs, func(t *models.Template) int64 { return t.ID }, true)
-	if err != nil {
+	return first
+}
+
+// vmViews renders VMs by id, in the order given, with four queries whatever
+// their number: the VMs with the rows they refer to, their NICs with their
+// networks, their affinity groups and their tags (each with its owner).
+func vmViews(ctx context.Context, db bun.IDB, ids []int64, admin bool) ([]VMView, error) {
+	if len(ids) == 0 {
+		return []VMView{}, nil
+	}
+	var rows []vmRow
+	q := db.NewSelect().Model(&rows).
+		Column("vm_instance.id", "vm_instance.uuid", "vm_instance.name", "vm_instance.display_name", "vm_instance.instance_name",
+			"vm_instance.state", "vm_instance.state_reason", "vm_instance.hypervisor_type", "vm_instance.cpu", "vm_instance.speed",
+			"vm_instance.ram_size", "vm_instance.keypairs", "vm_instance.ha_enabled", "vm_instance.display_vm",
+			"vm_instance.update_time", "vm_instance.created").
+		ColumnExpr("a.id AS acct_id, a.name AS acct_name").
+		ColumnExpr("d.uuid AS dom_uuid, d.name AS dom_name, d.path AS dom_path, d.removed AS dom_removed").
+		ColumnExpr("u.uuid AS user_uuid, u.username AS user_name, z.uuid AS zone_uuid, z.name AS zone_name").
+		ColumnExpr("t.uuid AS tmpl_uuid, t.name AS tmpl_name, t.display_text AS tmpl_display, t.type AS tmpl_type, t.enable_password AS tmpl_password").
+		ColumnExpr("iso.uuid AS iso_uuid, iso.name AS iso_name, iso.display_text AS iso_display").
+		ColumnExpr("so.uuid AS so_uuid, so.name AS so_name, dof.uuid AS do_uuid, dof.name AS do_name, os.uuid AS os_uuid, os.display_name AS os_name").
+		Join("LEFT JOIN accounts AS a ON a.id = vm_instance.account_id").
+		Join("LEFT JOIN domains AS d ON d.id = a.domain_id").
+		Join("LEFT JOIN users AS u ON u.id = vm_instance.user_id").
+		Join("LEFT JOIN zones AS z ON z.id = vm_instance.zone_id").
+		Join("LEFT JOIN vm_templates AS t ON t.id = vm_instance.template_id").
+		Join("LEFT JOIN vm_templates AS iso ON iso.id = vm_instance.iso_id").
+		Join("LEFT JOIN service_offerings AS so ON so.id = vm_instance.service_offering_id").
+		Join("LEFT JOIN disk_offerings AS dof ON dof.id = vm_instance.disk_offering_id").
+		Join("LEFT JOIN os_types AS os ON os.id = vm_instance.os_type_id").
+		Where("vm_instance.id IN (?)", bun.In(ids)).WhereAllWithDeleted()
+	if admin {
+		q = q.ColumnExpr("h.uuid AS host_uuid, h.name AS host_name2").Join("LEFT JOIN hosts AS h ON h.id = vm_instance.host_id")
+	}
+
+	var nics []struct {
+		models.Nic `bun:",extend"`
+		NetID      int64  `bun:"net_id"`
+		NetUUID    string `bun:"net_uuid"`
+		NetName    string `bun:"net_name"`
+		NetGuest   string `bun:"net_guest_type"`
+		NetTraffic string `bun:"net_traffic_type"`
+	}
+	nicsQ := db.NewSelect().Model(&nics).
+		Column("nic.uuid", "nic.instance_id", "nic.netmask", "nic.gateway", "nic.ip4_address", "nic.default_nic", "nic.mac_address",
+			"nic.device_id", "nic.broadcast_uri", "nic.isolation_uri").
+		ColumnExpr("nw.id AS net_id, nw.uuid AS net_uuid, nw.name AS net_name, nw.guest_type AS net_guest_type, nw.traffic_type AS net_traffic_type").
+		Join("LEFT JOIN networks AS nw ON nw.id = nic.network_id").
+		Where("nic.instance_id IN (?)", bun.In(ids)).Order("nic.instance_id", "nic.device_id")
+	var groups []struct {
+		models.AffinityGroup `bun:",extend"`
+		InstanceID           int64 `bun:"instance_id"`
+		ownerNames
+	}
+	groupsQ := db.NewSelect().Model(&groups).
+		Column("affinity_group.uuid", "affinity_group.name", "affinity_group.type", "affinity_group.description").
+		ColumnExpr("m.instance_id, a.name AS acct_name, d.uuid AS dom_uuid, d.name AS dom_name").
+		Join("JOIN affinity_group_vm_map AS m ON m.affinity_group_id = affinity_group.id").
+		Join("LEFT JOIN accounts AS a ON a.id = affinity_group.account_id").
+		Join("LEFT JOIN domains AS d ON d.id = a.domain_id").
+		Where("m.instance_id IN (?)", bun.In(ids)).Order("m.id")
+	var tags []struct {
+		models.ResourceTag `bun:",extend"`
+		ownerNames
+	}
+	tagsQ := db.NewSelect().Model(&tags).
+		Column("resource_tag.tag_key", "resource_tag.tag_value", "resource_tag.resource_type", "resource_tag.resource_uuid", "resource_tag.customer").
+		ColumnExpr("a.name AS acct_name, d.uuid AS dom_uuid, d.name AS dom_name").
+		Join("JOIN vm_instances AS tv ON tv.uuid = resource_tag.resource_uuid").
+		Join("LEFT JOIN accounts AS a ON a.id = resource_tag.account_id").
+		Join("LEFT JOIN domains AS d ON d.id = a.domain_id").
+		Where("resource_tag.resource_type = ? AND tv.id IN (?)", "UserVm", bun.In(ids)).Order("resource_tag.id")
+	// A page's four reads go together, each on a connection of its own.
+	if err := queriesAtOnce(ctx, db, len(ids) > 1, q, nicsQ, groupsQ, tagsQ); err != nil {
 		return nil, err
 	}
-	sos, err := byIDs(ctx, db, soIDs, func(o *models.ServiceOffering) int64 { return o.ID }, true)
-	if err != nil {
-		return nil, err
-	}
-	dos, err := byIDs(ctx, db, doIDs, func(o *models.DiskOffering) int64 { return o.ID }, true)
-	if err != nil {
-		return nil, err
-	}
-	oss, err := byIDs(ctx, db, osIDs, func(o *models.OSType) int64 { return o.ID }, true)
-	if err != nil {
-		return nil, err
-	}
-	var nics []models.Nic
-	if err := db.NewSelect().Model(&nics).Where("instance_id IN (?)", bun.In(vmIDs)).Order("instance_id", "device_id").Scan(ctx); err != nil {
-		return nil, err
-	}
-	netIDs := make([]int64, len(nics))
-	for i, n := range nics {
-		netIDs[i] = n.NetworkID
-	}
-	nets, err := byIDs(ctx, db, netIDs, func(n *models.Network) int64 { return n.ID }, true)
-	if err != nil {
-		return nil, err
-	}
+
 	nicsOf := map[int64][]VMNicView{}
 	for _, n := range nics {
 		nv := VMNicView{ID: n.UUID, Netmask: n.Netmask, Gateway: n.Gateway, IPAddress: n.IP4Address, TrafficType: models.TrafficGuest,
 			IsDefault: n.DefaultNic, MacAddress: n.MacAddress, DeviceID: strconv.Itoa(n.DeviceID), SecondaryIP: []any{}, ExtraDHCPOption: []string{}}
-		if net := nets[n.NetworkID]; net != nil {
-			nv.NetworkID, nv.NetworkName, nv.Type, nv.TrafficType = net.UUID, net.Name, net.GuestType, net.TrafficType
+		if n.NetID != 0 {
+			nv.NetworkID, nv.NetworkName, nv.Type, nv.TrafficType = n.NetUUID, n.NetName, n.NetGuest, n.NetTraffic
 		}
 		if admin {
 			nv.BroadcastURI, nv.IsolationURI = n.BroadcastURI, n.IsolationURI
 		}
 		nicsOf[n.InstanceID] = append(nicsOf[n.InstanceID], nv)
 	}
-	var maps []models.AffinityGroupVMMap
-	if err := db.NewSelect().Model(&maps).Where("instance_id IN (?)", bun.In(vmIDs)).Order("id").Scan(ctx); err != nil {
-		return nil, err
-	}
-	groupIDs := make([]int64, len(maps))
-	for i, m := range maps {
-		groupIDs[i] = m.AffinityGroupID
-	}
-	groups, err := byIDs(ctx, db, groupIDs, func(g *models.AffinityGroup) int64 { return g.ID }, false)
-	if err != nil {
-		return nil, err
-	}
-	var groupOwnerIDs []int64
-	for _, g := range groups {
-		groupOwnerIDs = append(groupOwnerIDs, g.AccountID)
-	}
-	var tags []models.ResourceTag
-	if err := db.NewSelect().Model(&tags).Where("resource_type = ? AND resource_uuid IN (?)", "UserVm", bun.In(uuids)).Order("id").Scan(ctx); err != nil {
-		return nil, err
-	}
-	for _, t := range tags {
-		groupOwnerIDs = append(groupOwnerIDs, t.AccountID)
-	}
-	more, err := loadOwners(ctx, db, vmUniq(groupOwnerIDs))
-	if err != nil {
-		return nil, err
-	}
-	for id, o := range more {
-		owners[id] = o
-	}
+
 	groupsOf := map[int64][]VMAffinityView{}
-	for _, m := range maps {
-		g := groups[m.AffinityGroupID]
-		if g == nil {
-			continue
-		}
-		gv := VMAffinityView{ID: g.UUID, Name: g.Name, Type: g.Type, Description: g.Description}
-		if o := owners[g.AccountID]; o != nil {
-			gv.Account, gv.DomainID, gv.Domain = o.Account.Name, o.Domain.UUID, o.Domain.Name
-		}
-		groupsOf[m.InstanceID] = append(groupsOf[m.InstanceID], gv)
+	for _, g := range groups {
+		groupsOf[g.InstanceID] = append(groupsOf[g.InstanceID], VMAffinityView{ID: g.UUID, Name: g.Name, Type: g.Type, Description: g.Description,
+			Account: g.AcctName, DomainID: g.DomUUID, Domain: g.DomName})
 	}
+
 	tagsOf := map[string][]VMTagView{}
 	for _, t := range tags {
-		tv := VMTagView{Key: t.Key, Value: t.Value, ResourceType: t.ResourceType, ResourceID: t.ResourceUUID, Customer: t.Customer}
-		if o := owners[t.AccountID]; o != nil {
-			tv.Account, tv.DomainID, tv.Domain = o.Account.Name, o.Domain.UUID, o.Domain.Name
-		}
-		tagsOf[t.ResourceUUID] = append(tagsOf[t.ResourceUUID], tv)
+		tagsOf[t.ResourceUUID] = append(tagsOf[t.ResourceUUID], VMTagView{Key: t.Key, Value: t.Value, ResourceType: t.ResourceType,
+			ResourceID: t.ResourceUUID, Customer: t.Customer, Account: t.AcctName, DomainID: t.DomUUID, Domain: t.DomName})
 	}
-	for i := range vms {
-		vm := &vms[i]
+
+	at := make(map[int64]int, len(ids))
+	for i, id := range ids {
+		at[id] = i
+	}
+	byPos := make([]*VMView, len(ids))
+	for i := range rows {
+		r := &rows[i]
+		vm := &r.VMInstance
 		v := VMView{
 			ID: vm.UUID, Name: vm.Name, DisplayName: vm.DisplayName, Created: FormatTime(vm.Created), LastUpdated: FormatTime(vm.Updated),
 			State: vm.State, HAEnable: vm.HAEnabled, CPUNumber: vm.CPU, CPUSpeed: vm.Speed, Memory: vm.RAMSize,
 			RootDeviceType: models.VolumeRoot, SecurityGroup: []any{}, Nic: nicsOf[vm.ID], Hypervisor: vm.HypervisorType,
 			Details: map[string]string{}, AffinityGroup: groupsOf[vm.ID], DisplayVM: vm.DisplayVM, KeyPairs: vm.KeyPairs,
 			Tags: tagsOf[vm.UUID], BootMode: "legacy", BootType: "BIOS",
+			UserID: r.UserUUID, Username: r.UserName, ZoneID: r.ZoneUUID, ZoneName: r.ZoneName,
+			TemplateID: r.TmplUUID, TemplateName: r.TmplName, TemplateDisplayText: r.TmplDisplay, TemplateType: r.TmplType,
+			PasswordEnabled: r.TmplPassword, ISOID: r.ISOUUID, ISOName: r.ISOName, ISODisplayText: r.ISODisplay,
+			ServiceOfferingID: r.SOUUID, ServiceOfferingName: r.SOName, DiskOfferingID: r.DOUUID, DiskOfferingName: r.DOName,
+			GuestOSID: r.OSUUID, OSTypeID: r.OSUUID, OSDisplayName: r.OSName,
 		}
 		if v.Nic == nil {
 			v.Nic = []VMNicView{}
@@ -485,41 +539,24 @@ func vmViews(ctx context.Context, db bun.IDB, vms []models.VMInstance, admin boo
 		if v.Tags == nil {
 			v.Tags = []VMTagView{}
 		}
-		if o := owners[vm.AccountID]; o != nil {
-			v.Account, v.DomainID, v.Domain, v.DomainPath = o.Account.Name, o.Domain.UUID, o.Domain.Name, o.domainPath()
-		}
-		if u := users[vm.UserID]; u != nil {
-			v.UserID, v.Username = u.UUID, u.Username
-		}
-		if z := zones[vm.ZoneID]; z != nil {
-			v.ZoneID, v.ZoneName = z.UUID, z.Name
-		}
-		if h := hosts[vm.HostID]; h != nil && admin {
-			v.HostID, v.HostName = h.UUID, h.Name
+		if r.AcctID != 0 {
+			o := owner{Domain: models.Domain{Name: r.DomName, Path: r.DomPath, Removed: r.DomRemoved}}
+			v.Account, v.DomainID, v.Domain, v.DomainPath = r.AcctName, r.DomUUID, r.DomName, o.domainPath()
 		}
 		if admin {
+			v.HostID, v.HostName = r.HostUUID, r.HostName2
 			v.InstanceName = vm.InstanceName
-		}
-		if t := tmpls[vm.TemplateID]; t != nil {
-			v.TemplateID, v.TemplateName, v.TemplateDisplayText, v.TemplateType = t.UUID, t.Name, t.DisplayText, t.Type
-			v.PasswordEnabled = t.EnablePassword
-		}
-		if t := tmpls[vm.ISOID]; t != nil {
-			v.ISOID, v.ISOName, v.ISODisplayText = t.UUID, t.Name, t.DisplayText
-		}
-		if o := sos[vm.ServiceOfferingID]; o != nil {
-			v.ServiceOfferingID, v.ServiceOfferingName = o.UUID, o.Name
-		}
-		if o := dos[vm.DiskOfferingID]; o != nil {
-			v.DiskOfferingID, v.DiskOfferingName = o.UUID, o.Name
-		}
-		if o := oss[vm.OSTypeID]; o != nil {
-			v.GuestOSID, v.OSTypeID, v.OSDisplayName = o.UUID, o.UUID, o.DisplayName
 		}
 		if vm.StateReason != "" && vm.State == models.VMError || vm.StateReason != "" && admin {
 			v.Details["statereason"] = vm.StateReason
 		}
-		views[i] = v
+		byPos[at[vm.ID]] = &v
+	}
+	views := make([]VMView, 0, len(rows))
+	for _, v := range byPos {
+		if v != nil {
+			views = append(views, *v)
+		}
 	}
 	return views, nil
 }
@@ -1091,7 +1128,9 @@ func deployVirtualMachine(c *Call) (any, error) {
 	}
 	// Count rows exist before the transaction that moves them, so that a
 	// burst of first deployments of an account never creates them inside.
-	if err := models.EnsureResourceCounts(c.Ctx, c.S.DB, o.Account.ID); err != nil {
+	// The reservation's reads (owner, limits) happen here too, once.
+	res, err := models.PrepareReservation(c.Ctx, c.S.DB, o.Account.ID)
+	if err != nil {
 		return nil, err
 	}
 	err = c.S.DB.RunInTx(c.Ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -1157,7 +1196,7 @@ func deployVirtualMachine(c *Call) (any, error) {
 		for k, v := range activities.VolumeCounts(vols) {
 			counts[k] = v
 		}
-		return activities.ReserveCounts(ctx, tx, vm.AccountID, counts)
+		return res.Reserve(ctx, tx, counts)
 	})
 	if err != nil {
 		return nil, err
@@ -1421,13 +1460,16 @@ func recoverVirtualMachine(c *Call) (any, error) {
 
 // vmObject answers a sync command with the VM as the caller lists it.
 func (c *Call) vmObject(id string) (any, error) {
-	var vm models.VMInstance
-	if err := c.S.DB.NewSelect().Model(&vm).Where("uuid = ?", id).WhereAllWithDeleted().Limit(1).Scan(c.Ctx); err != nil {
+	var vmID int64
+	if err := c.S.DB.NewSelect().Model((*models.VMInstance)(nil)).Column("id").Where("uuid = ?", id).WhereAllWithDeleted().Limit(1).Scan(c.Ctx, &vmID); err != nil {
 		return nil, err
 	}
-	views, err := vmViews(c.Ctx, c.S.DB, []models.VMInstance{vm}, c.Caller.IsAdmin())
+	views, err := vmViews(c.Ctx, c.S.DB, []int64{vmID}, c.Caller.IsAdmin())
 	if err != nil {
 		return nil, err
+	}
+	if len(views) == 0 {
+		return nil, sql.ErrNoRows
 	}
 	return Object{"virtualmachine": views[0]}, nil
 }
@@ -1699,15 +1741,10 @@ func listVirtualMachines(c *Call) (any, error) {
 		return nil, err
 	}
 	admin := c.Caller.IsAdmin()
-	var vms []models.VMInstance
-	// User data (up to 1 MiB a VM) is shown only when asked for, as
-	// CloudStack does (userdata=true): else it is not read either.
-	withUserData := c.Bool("userdata", false)
-	hidden := []string{"user_data", "vnc_password"}
-	if withUserData {
-		hidden = hidden[1:]
-	}
-	q := c.S.DB.NewSelect().Model(&vms).ExcludeColumn(hidden...).Where("vm_instance.type = ?", models.VMTypeUser).
+	// The filters select ids only: the page is found in an index (a deep
+	// page skips index entries, not whole rows), then vmViews reads its
+	// rows by id.
+	q := c.S.DB.NewSelect().Model((*models.VMInstance)(nil)).Column("vm_instance.id").Where("vm_instance.type = ?", models.VMTypeUser).
 		Apply(scope.Modifier("vm_instance.account_id", "vm_instance.domain_id"))
 	if c.Has("id") {
 		q = q.Where("vm_instance.uuid = ?", c.Str("id"))
@@ -1775,18 +1812,66 @@ func listVirtualMachines(c *Call) (any, error) {
 	for _, t := range c.Map("tags") {
 		q = q.Where("vm_instance.uuid IN (SELECT resource_uuid FROM resource_tags WHERE resource_type = ? AND tag_key = ? AND tag_value = ?)", "UserVm", t["key"], t["value"])
 	}
-	n, err := c.ScanPage(q.Order("vm_instance.id"))
-	if err != nil {
+	// The total is counted while the page is read and rendered.
+	type counted struct {
+		n   int
+		err error
+	}
+	total := make(chan counted, 1)
+	countQ := q.Clone()
+	go func() {
+		n, err := countQ.Count(c.Ctx)
+		total <- counted{int(n), err}
+	}()
+	var ids []int64
+	limit, offset := c.Page()
+	err = q.Order("vm_instance.id").Limit(int64(limit)).Offset(int64(offset)).Scan(c.Ctx, &ids)
+	var views []VMView
+	if err == nil {
+		views, err = vmViews(c.Ctx, c.S.DB, ids, admin)
+	}
+	if err == nil && c.Bool("userdata", false) {
+		// User data (up to 1 MiB a VM) is shown only when asked for, as
+		// CloudStack does (userdata=true): else it is not read either.
+		err = vmUserData(c.Ctx, c.S.DB, views)
+	}
+	t := <-total
+	switch {
+	case err != nil:
 		return nil, err
+	case t.err != nil:
+		return nil, t.err
+	case t.n == 0:
+		return List{Key: "virtualmachine"}, nil
 	}
-	views, err := vmViews(c.Ctx, c.S.DB, vms, admin)
-	if err != nil {
-		return nil, err
+	return vmList{Count: t.n, VirtualMachine: views}, nil
+}
+
+// vmList is listVirtualMachines' answer, encoded in one pass (see hostList).
+type vmList struct {
+	Count          int      `json:"count"`
+	VirtualMachine []VMView `json:"virtualmachine"`
+}
+
+// vmUserData fills the views' user data, read by the VMs' UUIDs.
+func vmUserData(ctx context.Context, db bun.IDB, views []VMView) error {
+	if len(views) == 0 {
+		return nil
 	}
-	if withUserData {
-		for i := range views {
-			views[i].UserData = vms[i].UserData
-		}
+	uuids := make([]string, len(views))
+	for i := range views {
+		uuids[i] = views[i].ID
 	}
-	return List{Key: "virtualmachine", Count: n, Items: views}, nil
+	var rows []models.VMInstance
+	if err := db.NewSelect().Model(&rows).Column("uuid", "user_data").Where("uuid IN (?)", bun.In(uuids)).Scan(ctx); err != nil {
+		return err
+	}
+	byUUID := make(map[string]string, len(rows))
+	for _, r := range rows {
+		byUUID[r.UUID] = r.UserData
+	}
+	for i := range views {
+		views[i].UserData = byUUID[views[i].ID]
+	}
+	return nil
 }

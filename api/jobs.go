@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
@@ -104,6 +105,7 @@ func (c *Call) startJob(spec JobSpec) (*models.AsyncJob, client.WorkflowRun, err
 			Set("result = ?", string(b)).Set("completed = ?", models.Now()).WherePK().Exec(ctx)
 		return nil, nil, cserr.Internal("cannot start job for %s: %v", c.Cmd.Name, err)
 	}
+	s.checked.started(job.UUID)
 	s.Metrics.WorkflowStarts.WithLabelValues(funcName(spec.Workflow)).Inc()
 	link := ntemporal.UILink(s.Cfg.TemporalUIURL, s.Namespace, job.UUID)
 	if link != "" {
@@ -169,20 +171,85 @@ type JobResponse struct {
 	JobInstanceID   string          `json:"jobinstanceid,omitempty"`
 }
 
-// LoadJob reads a job row, repairing it from Temporal when the row says
-// pending but the workflow has ended (a worker died before recording the
-// end, or an operator terminated the job in the Temporal UI).
-func (s *Server) LoadJob(ctx context.Context, jobID string) (*models.AsyncJob, error) {
-	var job models.AsyncJob
-	if err := s.DB.NewSelect().Model(&job).Where("uuid = ?", jobID).Limit(1).Scan(ctx); err != nil {
+// jobWithOwner is a job row with what its view shows of its owner.
+type jobWithOwner struct {
+	models.AsyncJob `bun:",extend"`
+	jobOwnerRow
+}
+
+// LoadJob reads a job row with its owner's names (one query), repairing it
+// from Temporal when the row says pending but the workflow has ended (a
+// worker died before recording the end, or an operator terminated the job
+// in the Temporal UI).
+func (s *Server) LoadJob(ctx context.Context, jobID string) (*jobWithOwner, error) {
+	var job jobWithOwner
+	q := s.DB.NewSelect().Model(&job).ColumnExpr("async_job.*")
+	if err := withJobOwners(q, "async_job").Where("async_job.uuid = ?", jobID).Limit(1).Scan(ctx); err != nil {
 		return nil, models.NotFound(err, "job "+jobID)
 	}
-	if job.Status == models.JobPending {
-		if err := s.repairJob(ctx, &job); err != nil {
+	if job.Status == models.JobPending && s.checked.due(job.UUID) {
+		if err := s.repairJob(ctx, &job.AsyncJob); err != nil {
 			s.Log.Warn("cannot check job against Temporal", "jobid", jobID, "err", err)
 		}
 	}
+	if job.Status != models.JobPending {
+		s.checked.forget(job.UUID)
+	}
 	return &job, nil
+}
+
+// jobRecheck is how often LoadJob asks Temporal about one pending job.
+// Clients poll queryAsyncJobResult every few milliseconds to seconds; a
+// DescribeWorkflowExecution on each poll cost the Temporal server more
+// than running the job itself, for an anomaly (a job that ended without
+// writing its row) that a second's delay does not hide.
+const jobRecheck = time.Second
+
+// jobChecks remembers when this server last checked (or started) each
+// pending job's workflow.
+type jobChecks struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// due tells whether a pending job should be checked now, and if so notes
+// the check.
+func (j *jobChecks) due(jobID string) bool {
+	now := time.Now()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if t, ok := j.last[jobID]; ok && now.Sub(t) < jobRecheck {
+		return false
+	}
+	j.noteLocked(jobID, now)
+	return true
+}
+
+// started notes a workflow this server has just started: it is running.
+func (j *jobChecks) started(jobID string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.noteLocked(jobID, time.Now())
+}
+
+func (j *jobChecks) noteLocked(jobID string, now time.Time) {
+	if j.last == nil {
+		j.last = map[string]time.Time{}
+	}
+	if len(j.last) >= 4096 { // jobs nobody polled to the end
+		for id, t := range j.last {
+			if now.Sub(t) >= jobRecheck {
+				delete(j.last, id)
+			}
+		}
+	}
+	j.last[jobID] = now
+}
+
+func (j *jobChecks) forget(jobID string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.last, jobID)
 }
 
 func (s *Server) repairJob(ctx context.Context, job *models.AsyncJob) error {
@@ -275,8 +342,9 @@ func terminateReason(ctx context.Context, s *Server, id string) string {
 	return ""
 }
 
-// JobView renders a job row for the API.
-func (s *Server) JobView(ctx context.Context, job *models.AsyncJob) JobResponse {
+// JobView renders a job row for the API, without its owner's names
+// (jobItems adds them for a page of jobs at once).
+func JobView(job *models.AsyncJob) JobResponse {
 	r := JobResponse{
 		Cmd: job.Cmd, Created: FormatTime(job.Created), Completed: FormatTime(job.Completed),
 		JobID: job.UUID, JobStatus: job.Status, JobProcStatus: job.ProcStatus, JobResultCode: job.ResultCode,
@@ -284,14 +352,6 @@ func (s *Server) JobView(ctx context.Context, job *models.AsyncJob) JobResponse 
 	}
 	if job.Result != "" && job.Status != models.JobPending {
 		r.JobResult = json.RawMessage(job.Result)
-	}
-	var acct models.Account
-	if err := s.DB.NewSelect().Model(&acct).Column("uuid", "name").Where("id = ?", job.AccountID).WhereAllWithDeleted().Scan(ctx); err == nil {
-		r.AccountID, r.Account = acct.UUID, acct.Name
-	}
-	var u models.User
-	if err := s.DB.NewSelect().Model(&u).Column("uuid").Where("id = ?", job.UserID).WhereAllWithDeleted().Scan(ctx); err == nil {
-		r.UserID = u.UUID
 	}
 	return r
 }

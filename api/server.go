@@ -45,6 +45,7 @@ type Server struct {
 
 	Metrics *Metrics
 	keys    *keyCache
+	checked jobChecks
 	reqSeq  atomic.Uint64
 	started time.Time
 }

@@ -529,11 +529,42 @@ const ensureConnWait = 5 * time.Second
 // run many reservations for a new account at once (a burst of deploys) may
 // call it first so that none of them has to create rows.
 func EnsureResourceCounts(ctx context.Context, db *bun.DB, accountID int64) error {
+	_, err := PrepareReservation(ctx, db, accountID)
+	return err
+}
+
+// Reservation is what ReserveResources reads before it moves counts (the
+// account and the domains above it, their limits, their count rows made
+// sure of), read once, outside the caller's transaction: a request that
+// reserves inside its transaction spends only the guarded updates there.
+type Reservation struct {
+	accountID int64
+	owners    []countOwner
+}
+
+// PrepareReservation loads an account's reservation and creates its count
+// rows for every resource type (as EnsureResourceCounts). Count rows are
+// never deleted, so they still exist when Reserve runs. Limits are read
+// outside the transaction, as ReserveResources reads them without locking
+// inside it.
+func PrepareReservation(ctx context.Context, db *bun.DB, accountID int64) (*Reservation, error) {
 	owners, err := reservationOwners(ctx, db, accountID)
 	if err != nil {
+		return nil, err
+	}
+	if err := ensureCounts(ctx, db, owners, append([]string(nil), ResourceTypes...)); err != nil {
+		return nil, err
+	}
+	return &Reservation{accountID: accountID, owners: owners}, nil
+}
+
+// Reserve is ReserveResources for the prepared account, in tx.
+func (r *Reservation) Reserve(ctx context.Context, tx bun.IDB, deltas map[string]int64) error {
+	types, err := sortedDeltaTypes(deltas)
+	if err != nil || len(types) == 0 {
 		return err
 	}
-	return ensureCounts(ctx, db, owners, append([]string(nil), ResourceTypes...))
+	return applyCounts(ctx, tx, r.owners, types, deltas, true)
 }
 
 func sortedDeltaTypes(deltas map[string]int64) ([]string, error) {
@@ -594,6 +625,12 @@ func moveCounts(ctx context.Context, tx bun.IDB, accountID int64, deltas map[str
 	if err := ensureCounts(ctx, tx, owners, types); err != nil {
 		return err
 	}
+	return applyCounts(ctx, tx, owners, types, deltas, check)
+}
+
+// applyCounts moves the count rows of owners (in lock order) by deltas of
+// types (sorted); a reservation (check) guards each limit.
+func applyCounts(ctx context.Context, tx bun.IDB, owners []countOwner, types []string, deltas map[string]int64, check bool) error {
 	for i := range owners {
 		o := &owners[i]
 		for _, t := range types {

@@ -115,6 +115,10 @@ func Indexes() []Index {
 		{"cluster_details", "uq_cluster_details_name", []string{"cluster_id", "name"}, true},
 		{"hosts", "idx_hosts_cluster_state", []string{"cluster_id", "state", "resource_state"}, false},
 		{"hosts", "idx_hosts_zone_type", []string{"zone_id", "type"}, false},
+		// A placement reads a zone's hosts by allocated memory, and its
+		// largest host's memory (activities.hostsWithMostRoom).
+		{"hosts", "idx_hosts_zone_type_mem_allocated", []string{"zone_id", "type", "mem_allocated"}, false},
+		{"hosts", "idx_hosts_zone_type_ram", []string{"zone_id", "type", "ram"}, false},
 		{"hosts", "idx_hosts_pod", []string{"pod_id"}, false},
 		{"hosts", "idx_hosts_state_ping", []string{"state", "last_ping"}, false},
 		{"hosts", "idx_hosts_mgmt_server", []string{"mgmt_server_id"}, false},
@@ -236,6 +240,8 @@ func Indexes() []Index {
 		{"vm_instances", "idx_vm_instances_template", []string{"template_id"}, false},
 		{"vm_instances", "idx_vm_instances_iso", []string{"iso_id"}, false},
 		{"vm_instances", "idx_vm_instances_service_offering", []string{"service_offering_id"}, false},
+		// listVirtualMachines pages an admin's listall through this index alone.
+		{"vm_instances", "idx_vm_instances_type_removed", []string{"type", "removed"}, false},
 		{"ssh_keypairs", "uq_ssh_keypairs_account_name", []string{"account_id", "keypair_name"}, true},
 		{"ssh_keypairs", "idx_ssh_keypairs_domain", []string{"domain_id"}, false},
 		{"ssh_keypairs", "idx_ssh_keypairs_fingerprint", []string{"fingerprint"}, false},

@@ -77,6 +77,12 @@ func newJobEnv(t *testing.T) (*testsuite.TestWorkflowEnvironment, *jobRecorder) 
 		rec.started = append(rec.started, info.ActivityType.Name)
 		rec.mu.Unlock()
 	})
+	// RunJob's row updates are local activities.
+	env.SetOnLocalActivityStartedListener(func(info *activity.Info, _ context.Context, _ []any) {
+		rec.mu.Lock()
+		rec.started = append(rec.started, info.ActivityType.Name)
+		rec.mu.Unlock()
+	})
 	env.OnActivity(jobsAct.JobStart, mock.Anything, mock.Anything).Return(nil)
 	env.OnActivity(jobsAct.JobComplete, mock.Anything, mock.Anything).Return(func(_ context.Context, in activities.JobCompleteInput) error {
 		rec.mu.Lock()

@@ -124,6 +124,11 @@ func TestVMHistoriesRecordAndReplay(t *testing.T) {
 		{"vm_deploy_v2_quick.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "", true},
 		{"vm_deploy_v2_quick_define_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMDefineStart", true},
 		{"vm_start_v2_quick.json", StartVM, VMOpInput{VMUUID: "vm-1"}, "", true},
+		// job-row-local (version 1): RunJob's row updates as local
+		// activities.
+		{"vm_deploy_v3_job_local.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "", true},
+		{"vm_deploy_v3_job_local_define_fails.json", DeployVM, DeployVMInput{VMUUID: "vm-1", StartVM: true}, "VMDefineStart", true},
+		{"vm_stop_v3_job_local.json", StopVM, VMOpInput{VMUUID: "vm-1"}, "", false},
 	}
 	for _, r := range runs {
 		t.Run(r.file, func(t *testing.T) {

@@ -128,6 +128,9 @@ func TestVolumeHistoriesRecordAndReplay(t *testing.T) {
 		{"snap_revert.json", RevertSnapshot, snap, ""},
 		{"snap_template.json", CreateTemplateFromVolume, activities.SnapshotTemplateInput{TemplateUUID: "tmpl-1", SnapshotUUID: "snap-1"}, ""},
 		{"snap_policy_run.json", SnapshotPolicyRun, activities.SnapshotPolicyRunInput{PolicyUUID: "pol-1"}, ""},
+		// job-row-local (version 1): RunJob's row updates as local activities.
+		{"vol_create_v2_job_local.json", CreateVolume, CreateVolumeInput{VolumeUUID: "vol-1"}, ""},
+		{"vol_attach_fails_v2_job_local.json", AttachVolume, attach, "VolumeHypervisorAttach"},
 	}
 	for _, r := range runs {
 		t.Run(r.file, func(t *testing.T) {

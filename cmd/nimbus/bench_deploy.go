@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,7 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 	raw := fs.Int("raw", 0, "trivial workflows for the raw Temporal figure (default: --vms)")
 	listVMs := fs.Int("list-vms", 100000, "VMs in the inventory for the listVirtualMachines timing")
 	lists := fs.Int("lists", 100, "listVirtualMachines calls (pagesize 500) to time")
+	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles of the deploy, raw and list phases to FILE.deploy, FILE.raw and FILE.list")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +77,8 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 	}
 	defer st.Close()
 	cfg, d, tc, tmp, get, call := st.Cfg, st.DB, st.Temporal, st.Dir, st.Get, st.Call
+	queries := newBenchQueryCounter()
+	d.AddQueryHook(queries)
 
 	// callWait is call that, for an async command, waits for its job and
 	// answers the job's result.
@@ -254,6 +258,11 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 		*hosts, hostWall.Round(time.Millisecond), float64(*hosts)/hostWall.Seconds(), time.Since(setup).Round(time.Millisecond))
 
 	// ---- deploy: API call to Running ----
+	stopProfile, err := startProfile(*cpuProfile, "deploy")
+	if err != nil {
+		return err
+	}
+	queries.Reset()
 	lat := make([]time.Duration, *vms)
 	var failed atomic.Int64
 	var firstFail string
@@ -292,6 +301,8 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 		return err
 	}
 	depWall := time.Since(depStart)
+	stopProfile()
+	depQueries := queries.n.Load()
 	dep := summarize(lat, depWall)
 	if n := failed.Load(); n > 0 {
 		return fmt.Errorf("%d of %d deployments failed; first: %s", n, *vms, firstFail)
@@ -305,6 +316,8 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 	}
 	fmt.Printf("deployVirtualMachine: %d VMs Running in %s: %.1f VMs/s end to end (API call to Running); job time p50 %s p99 %s max %s\n",
 		*vms, depWall.Round(time.Millisecond), dep.rps, dep.p50.Round(time.Millisecond), dep.p99.Round(time.Millisecond), dep.max.Round(time.Millisecond))
+	fmt.Printf("inventory queries during the deployments (API, worker and job polling): %d, %.1f per VM\n", depQueries, float64(depQueries)/float64(*vms))
+	queries.Sites(*vms)
 
 	// ---- raw Temporal: the same worker options on a queue of its own ----
 	rawQueue := cfg.TaskQueue + "-raw"
@@ -318,6 +331,9 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 		return err
 	}
 	defer rw.Stop()
+	if stopProfile, err = startProfile(*cpuProfile, "raw"); err != nil {
+		return err
+	}
 	rlat := make([]time.Duration, *raw)
 	rawStart := time.Now()
 	if err := parallel(*raw, *conc, func(i int) error {
@@ -336,6 +352,7 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 		return err
 	}
 	rawWall := time.Since(rawStart)
+	stopProfile()
 	rs := summarize(rlat, rawWall)
 	fmt.Printf("raw Temporal (one trivial activity per workflow, %d in flight): %d workflows in %s: %.1f workflows/s; p50 %s p99 %s\n",
 		*conc, *raw, rawWall.Round(time.Millisecond), rs.rps, rs.p50.Round(time.Millisecond), rs.p99.Round(time.Millisecond))
@@ -356,6 +373,10 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 	if _, err := get("command", "listVirtualMachines", "listall", "true", "pagesize", "500", "page", "1"); err != nil { // warm up
 		return err
 	}
+	if stopProfile, err = startProfile(*cpuProfile, "list"); err != nil {
+		return err
+	}
+	queries.Reset()
 	llat := make([]time.Duration, *lists)
 	lstart := time.Now()
 	for i := range llat {
@@ -380,8 +401,11 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 		}
 	}
 	ls := summarize(llat, time.Since(lstart))
+	stopProfile()
 	fmt.Printf("listVirtualMachines pagesize=500 listall=true at %d VMs: %d calls, p50 %s p99 %s max %s (target p99 < 100ms)\n",
 		total, ls.n, ls.p50.Round(10*time.Microsecond), ls.p99.Round(10*time.Microsecond), ls.max.Round(10*time.Microsecond))
+	fmt.Printf("inventory queries per listVirtualMachines call: %.1f\n", float64(queries.n.Load())/float64(*lists))
+	queries.Sites(*lists)
 	log.Info("bench deploy done", "vms", *vms, "vms_per_s", fmt.Sprintf("%.1f", dep.rps), "raw_per_s", fmt.Sprintf("%.1f", rs.rps),
 		"ratio", fmt.Sprintf("%.2f", dep.rps/rs.rps), "list_p99", ls.p99)
 	return nil
@@ -433,4 +457,21 @@ func benchInsertVMs(ctx context.Context, d *bun.DB, zoneUUID, networkUUID string
 		}
 	}
 	return nil
+}
+
+// startProfile starts a CPU profile into prefix.phase (nothing when prefix
+// is empty) and returns what stops it.
+func startProfile(prefix, phase string) (func(), error) {
+	if prefix == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(prefix + "." + phase)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
