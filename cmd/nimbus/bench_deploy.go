@@ -116,34 +116,7 @@ func runBenchDeploy(ctx context.Context, args []string, log *slog.Logger) error 
 		}
 	}
 	// parallel runs n calls of fn on conc goroutines; the first error stops it.
-	parallel := func(n, conc int, fn func(i int) error) error {
-		var next atomic.Int64
-		var firstErr error
-		var once sync.Once
-		var wg sync.WaitGroup
-		for c := 0; c < conc; c++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= n || ctx.Err() != nil {
-						return
-					}
-					if err := fn(i); err != nil {
-						once.Do(func() { firstErr = err })
-						next.Store(int64(n))
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		if firstErr == nil {
-			firstErr = ctx.Err()
-		}
-		return firstErr
-	}
+	parallel := func(n, conc int, fn func(i int) error) error { return benchParallel(ctx, n, conc, fn) }
 
 	fmt.Printf("nimbus bench deploy: %d hosts in %d clusters, %d VMs, %d concurrent calls, %d pollers, GOMAXPROCS %d, db %s\n",
 		*hosts, *clusters, *vms, *conc, *pollers, runtime.GOMAXPROCS(0), config.RedactDSN(cfg.DB))

@@ -279,37 +279,6 @@ func clusterIDIn(r map[string]any) string {
 	return idIn(r)
 }
 
-// benchParallel runs n calls of fn on conc goroutines; the first error
-// stops it.
-func benchParallel(ctx context.Context, n, conc int, fn func(i int) error) error {
-	var next atomic.Int64
-	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := fn(i); err != nil {
-					once.Do(func() { firstErr = err })
-					next.Store(int64(n))
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	return firstErr
-}
-
 // benchBareClones clones the template VM Nimbus imported n times with
 // plain govmomi (VirtualMachine.Clone into the cluster's root pool and a
 // host, task.Wait, PowerOn, task.Wait), conc at a time, and answers the
