@@ -98,7 +98,16 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
 	mkdir -p /var/run/libvirt
 	pgrep -x virtlogd >/dev/null || virtlogd -d
 	log "starting libvirtd"
-	libvirtd -d --pid-file "$state/libvirtd.pid"
+	# On a host with the hybrid cgroup layout (v1 controllers beside a v2
+	# hierarchy at /sys/fs/cgroup/unified), libvirt 9.0's LXC driver cannot
+	# start containers (virCgroupV2BindMount: "Unable to create directory
+	# /sys/fs/cgroup/unified"). libvirtd then runs in a mount namespace of
+	# its own without the v2 mount, and uses the v1 controllers alone.
+	unshare --mount --propagation slave sh -c '
+		if [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ] && mountpoint -q /sys/fs/cgroup/unified; then
+			umount -l /sys/fs/cgroup/unified
+		fi
+		exec libvirtd -d --pid-file "$1"' libvirtd "$state/libvirtd.pid"
 	wait_for 60 libvirtd virsh -c qemu:///system version
 fi
 template=$("$root/scripts/build-test-template.sh" "$state/template")

@@ -81,6 +81,9 @@ func (d *Libvirtd) Start() {
 		{"cache", "/var/cache/libvirt"}, {"log", "/var/log/libvirt"}} {
 		script += "mount --bind " + filepath.Join(d.dir, m[0]) + " " + m[1] + "\n"
 	}
+	// As scripts/services.sh does: no cgroup v2 mount on a hybrid host, or
+	// libvirt 9.0's LXC driver cannot start containers.
+	script += "if [ \"$(stat -f -c %T /sys/fs/cgroup)\" = tmpfs ] && mountpoint -q /sys/fs/cgroup/unified; then umount -l /sys/fs/cgroup/unified; fi\n"
 	script += "exec libvirtd\n"
 	os.Remove(filepath.Join(d.dir, "run", "libvirtd.pid"))
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)

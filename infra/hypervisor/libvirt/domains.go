@@ -282,8 +282,15 @@ func (d *Driver) shutdown(ctx context.Context, l *golibvirt.Libvirt, dom golibvi
 	}
 	deadline := time.Now().Add(timeout)
 	var lastPress time.Time
-	for {
+	for press := 0; ; {
 		if time.Since(lastPress) >= 5*time.Second {
+			if d.typ == hypervisor.TypeLXC && press > 0 {
+				// libvirt's default for containers is the init's initctl
+				// pipe; libvirt 9.0 reports it used even when the container
+				// has none, and never sends the SIGTERM. Signal next time.
+				flags = golibvirt.DomainShutdownSignal
+			}
+			press++
 			err := l.DomainShutdownFlags(dom, flags)
 			if err != nil {
 				if libvirtconn.Code(err) == int(golibvirt.ErrOperationInvalid) || golibvirt.IsNotFound(err) {
