@@ -368,8 +368,9 @@ type VMPlacement struct {
 // QuickProvisionTypes are the hypervisor types whose volume creation and
 // define-and-start are quick: a qcow2 overlay or RBD clone, and a libvirt
 // or simulated domain. Others (vSphere full clones...) run those steps as
-// regular, heartbeating activities.
-var QuickProvisionTypes = map[string]bool{models.HypervisorSimulator: true, models.HypervisorKVM: true, models.HypervisorLXC: true}
+// regular, heartbeating activities; so does LXC, whose root volumes are
+// full copies of the template (see libvirtpool.CreateVolumeFromTemplate).
+var QuickProvisionTypes = map[string]bool{models.HypervisorSimulator: true, models.HypervisorKVM: true}
 
 // vmPlaceRequest is a VM's planner request and the volumes to place.
 type vmPlaceRequest struct {

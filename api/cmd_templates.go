@@ -23,7 +23,7 @@ import (
 // Image formats a hypervisor takes, as CloudStack's ImageFormat names them.
 var hypervisorFormats = map[string][]string{
 	models.HypervisorKVM:       {models.FormatQCOW2, models.FormatRAW, models.FormatVHD, "VMDK"},
-	models.HypervisorLXC:       {"TAR"},
+	models.HypervisorLXC:       {models.FormatRAW}, // a filesystem image, loop-mounted as the root; rootfs archives (TAR) are not supported yet
 	models.HypervisorXenServer: {models.FormatVHD},
 	models.HypervisorVMware:    {models.FormatOVA},
 	models.HypervisorHyperV:    {models.FormatVHD, models.FormatVHDX},

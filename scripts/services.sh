@@ -111,6 +111,7 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
 	wait_for 60 libvirtd virsh -c qemu:///system version
 fi
 template=$("$root/scripts/build-test-template.sh" "$state/template")
+lxc_template=$("$root/scripts/build-test-lxc-template.sh" "$state/template")
 
 cat >"$state/env" <<ENV
 export NIMBUS_TEST_MYSQL_DSN='nimbus:nimbus@tcp(127.0.0.1:$mysql_port)/'
@@ -120,5 +121,6 @@ export NIMBUS_TEST_TEMPORAL_UI=http://127.0.0.1:$temporal_ui_port
 export NIMBUS_TEMPORAL_BIN=$temporal
 export NIMBUS_TEST_LIBVIRT=qemu:///system
 export NIMBUS_TEST_TEMPLATE=$template
+export NIMBUS_TEST_LXC_TEMPLATE=$lxc_template
 ENV
 log "ready: MariaDB 127.0.0.1:$mysql_port, Temporal 127.0.0.1:$temporal_port, libvirtd (qemu:///system), template $template; env in $state/env"

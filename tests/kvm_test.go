@@ -108,6 +108,13 @@ func kvmTemplateServer(t *testing.T, template string) *httptest.Server {
 func kvmSetup(t *testing.T) *kvmCloud {
 	t.Helper()
 	libvirtURL, template := kvmNeed(t)
+	return kvmSetupFor(t, "KVM", libvirtURL, template, "QCOW2")
+}
+
+// kvmSetupFor sets up the cloud for a libvirt hypervisor type: its host
+// URL, and its template file registered in format.
+func kvmSetupFor(t *testing.T, hv, libvirtURL, template, format string) *kvmCloud {
+	t.Helper()
 	s := testenv.StartStack(t, testenv.StackOptions{})
 	cs := s.Client
 	cs.Timeout(5 * time.Minute)
@@ -130,19 +137,23 @@ func kvmSetup(t *testing.T) *kvmCloud {
 	pp.SetStartip("192.168.60.10")
 	pp.SetEndip("192.168.60.20")
 	c.podID = vmtMust[*cloudstack.CreatePodResponse](t, "createPod")(cs.Pod.CreatePod(pp)).Id
-	c.clusterID = vmtMust[*cloudstack.AddClusterResponse](t, "addCluster")(cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("kvm-c1", "CloudManaged", "KVM", c.podID, c.zoneID))).Id
+	c.clusterID = vmtMust[*cloudstack.AddClusterResponse](t, "addCluster")(cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("kvm-c1", "CloudManaged", hv, c.podID, c.zoneID))).Id
 
-	hp := cs.Host.NewAddHostParams("KVM", c.podID, libvirtURL, c.zoneID)
+	hp := cs.Host.NewAddHostParams(hv, c.podID, libvirtURL, c.zoneID)
 	hp.SetClusterid(c.clusterID)
 	h := vmtMust[*cloudstack.AddHostResponse](t, "addHost "+libvirtURL)(cs.Host.AddHost(hp))
-	if h.State != "Up" || h.Cpunumber <= 0 || h.Memorytotal <= 0 || h.Hypervisor != "KVM" {
+	if h.State != "Up" || h.Cpunumber <= 0 || h.Memorytotal <= 0 || h.Hypervisor != hv {
 		t.Fatalf("addHost: %+v", h)
 	}
 	c.hostID = h.Id
 
 	// Primary storage: a directory the host's QEMU can enter.
 	var err error
-	if c.poolDir, err = os.MkdirTemp("", "nimbus-kvm-primary-"); err != nil {
+	tmp, prefix := "", "nimbus-kvm-primary-"
+	if hv == "LXC" {
+		tmp, prefix = "/tmp", "nlxc-" // libvirt's LXC loop devices take image paths under 64 characters
+	}
+	if c.poolDir, err = os.MkdirTemp(tmp, prefix); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(c.poolDir, 0o755)
@@ -171,7 +182,7 @@ func kvmSetup(t *testing.T) *kvmCloud {
 	_, _ = cs.Zone.UpdateZone(ez)
 
 	srv := kvmTemplateServer(t, template)
-	rp := cs.Template.NewRegisterTemplateParams("nimbus test guest", "QCOW2", "KVM", "nimbus-test", srv.URL+"/nimbus-test.qcow2")
+	rp := cs.Template.NewRegisterTemplateParams("nimbus test guest", format, hv, "nimbus-test", srv.URL+"/nimbus-test.qcow2")
 	rp.SetZoneid(c.zoneID)
 	rp.SetOstypeid(models.OSTypeOtherLinux64UUID)
 	rp.SetIspublic(true)

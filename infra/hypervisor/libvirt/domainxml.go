@@ -120,10 +120,17 @@ type entryXML struct {
 }
 
 type osXML struct {
-	Type   osTypeXML  `xml:"type"`
-	Init   string     `xml:"init,omitempty"`
-	Boot   []bootXML  `xml:"boot"`
-	SMBIOS *smbiosXML `xml:"smbios"`
+	Type   osTypeXML    `xml:"type"`
+	Init   string       `xml:"init,omitempty"`
+	Env    []initEnvXML `xml:"initenv"`
+	Boot   []bootXML    `xml:"boot"`
+	SMBIOS *smbiosXML   `xml:"smbios"`
+}
+
+// initEnvXML is an environment variable of a container's init.
+type initEnvXML struct {
+	Name  string `xml:"name,attr"`
+	Value string `xml:",chardata"`
 }
 
 type osTypeXML struct {
@@ -638,6 +645,10 @@ func cdromOf(iso string) diskXML {
 	return x
 }
 
+// loNameSize is the kernel's LO_NAME_SIZE, the room for a loop device's
+// backing file name.
+const loNameSize = 64
+
 // lxcDomain fills the parts of a container: an init to run and a root
 // filesystem instead of disks.
 func lxcDomain(d *domainXML, spec hypervisor.VMSpec) error {
@@ -646,6 +657,11 @@ func lxcDomain(d *domainXML, spec hypervisor.VMSpec) error {
 		init = "/sbin/init"
 	}
 	d.OS = osXML{Type: osTypeXML{Value: "exe"}, Init: init}
+	if h := spec.Metadata["hostname"]; h != "" {
+		// What a VM reads from SMBIOS, a container's init reads from its
+		// environment: the name the user gave it.
+		d.OS.Env = []initEnvXML{{Name: "NIMBUS_HOSTNAME", Value: h}}
+	}
 	// Its own network namespace even without NICs: a container must not
 	// share the host's network.
 	d.Features = &featuresXML{Privnet: &struct{}{}}
@@ -675,6 +691,11 @@ func lxcDomain(d *domainXML, spec hypervisor.VMSpec) error {
 			drv := &fsDriverXML{Type: "loop", Format: "raw"}
 			if f := diskFormat(disk); f != "raw" {
 				drv = &fsDriverXML{Type: "nbd", Format: f}
+			} else if len(disk.Path) >= loNameSize {
+				// libvirt_lxc copies the path into the loop device's
+				// 64-byte name and fails with "Unable to set backing file".
+				return hypervisor.NewError(hypervisor.ErrInvalid, "container %s: image %s: libvirt's LXC driver loop-mounts only paths under %d characters (put the pool at a shorter path)",
+					spec.Name, disk.Path, loNameSize)
 			}
 			fs.Driver = drv
 			fs.Source = fsSourceXML{File: disk.Path}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
@@ -73,6 +74,7 @@ func TestDomainXMLGolden(t *testing.T) {
 			s := baseSpec()
 			s.Disks = []hypervisor.Disk{{Path: "/var/lib/nimbus/ct.qcow2"}}
 			s.NICs = nil
+			s.Metadata["hostname"] = "web-1"
 			return s
 		}, params: domainParams{Type: hypervisor.TypeLXC, DomainType: "lxc"}},
 		"xen": {spec: baseSpec, params: domainParams{Type: hypervisor.TypeXenProject, DomainType: "xen", Arch: "x86_64"}},
@@ -133,6 +135,22 @@ func TestDomainXMLInvalid(t *testing.T) {
 				t.Fatalf("DomainXML = %v; want ErrInvalid", err)
 			}
 		})
+	}
+}
+
+// TestLXCImagePathLimit: libvirt's LXC driver cannot loop-mount an image
+// whose path fills the loop device's 64-byte name; DomainXML says so
+// instead of a start failing with "Unable to set backing file".
+func TestLXCImagePathLimit(t *testing.T) {
+	p := domainParams{Type: hypervisor.TypeLXC, DomainType: "lxc"}
+	s := baseSpec()
+	s.Disks = []hypervisor.Disk{{Path: "/var/lib/libvirt/images/0b7e4f5c-1d2a-4c3b-8e9f-a1b2c3d4e5f6", Format: "raw"}}
+	if _, err := DomainXML(s, p); err != nil {
+		t.Fatalf("60-character path: %v", err)
+	}
+	s.Disks[0].Path = "/mnt/3d5e6f70-8192-4a3b-9c4d-5e6f708192a3/0b7e4f5c-1d2a-4c3b-8e9f-a1b2c3d4e5f6"
+	if _, err := DomainXML(s, p); !errors.Is(err, hypervisor.ErrInvalid) || !strings.Contains(err.Error(), "shorter path") {
+		t.Fatalf("78-character path: %v; want ErrInvalid naming the limit", err)
 	}
 }
 

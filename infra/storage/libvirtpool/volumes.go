@@ -173,7 +173,9 @@ func (d *Driver) CreateVolume(ctx context.Context, p storage.Pool, v storage.Vol
 
 // CreateVolumeFromTemplate makes a volume from a template copy in the pool:
 // a qcow2 overlay with the copy as <backingStore> on file pools, a full
-// copy elsewhere. Its size is the larger of the template's and the asked.
+// copy elsewhere and for containers (libvirt's LXC driver mounts a raw
+// image with a loop device; a qcow2 one would need the nbd module, which
+// hosts often lack). Its size is the larger of the template's and the asked.
 func (d *Driver) CreateVolumeFromTemplate(ctx context.Context, p storage.Pool, templatePath string, v storage.VolumeSpec) (storage.Volume, error) {
 	name := cmp(v.Path, v.ID)
 	var out storage.Volume
@@ -201,7 +203,7 @@ func (d *Driver) CreateVolumeFromTemplate(ctx context.Context, p storage.Pool, t
 		}
 		size := max(tx.Capacity.bytes(), v.SizeBytes)
 		var vol libvirt.StorageVol
-		if s.def.fileBased() {
+		if s.def.fileBased() && d.typ != hypervisor.TypeLXC {
 			tpath, err := s.l.StorageVolGetPath(tvol)
 			if err != nil {
 				return err
