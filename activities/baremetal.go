@@ -545,23 +545,48 @@ type HostFenceResult struct {
 }
 
 // HostFence powers a host off through its BMC and confirms it is off, so
-// that its VMs can be restarted elsewhere without running twice. A
-// BareMetal host's BMC is its URL; any other host's is given by the host
-// details bmc.url, bmc.username and bmc.password (encrypted like host
-// passwords). A host without a BMC cannot be fenced (NotSupported).
+// that its VMs can be restarted elsewhere without running twice. The BMC
+// is the host's out-of-band management (configureOutOfBandManagement; a
+// BareMetal host's is filled from its URL), which must be enabled; hosts
+// without one may still name a BMC in the host details bmc.url,
+// bmc.username and bmc.password (encrypted like host passwords). A host
+// without a BMC cannot be fenced (NotSupported).
 func (a *BMC) HostFence(ctx context.Context, in HostFenceInput) (HostFenceResult, error) {
 	row, target, err := (&Hosts{Deps: a.Deps}).hostTarget(ctx, in.HostUUID)
 	if err != nil {
 		return HostFenceResult{}, err
 	}
 	var b bmc.BMC
-	if row.HypervisorType == models.HypervisorBareMetal {
-		b, err = baremetal.BMCOf(target)
-	} else {
+	var drv bmc.Driver
+	rec, err := OOBMRecord(ctx, a.DB, row.ID)
+	if err != nil {
+		return HostFenceResult{}, err
+	}
+	if rec != nil {
+		// The host's out-of-band management: it must be enabled for the
+		// host, its cluster and its zone, as for any power action.
+		if _, err := OOBMCheckEnabled(ctx, a.DB, row); err != nil {
+			return HostFenceResult{}, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("host %s cannot be fenced through its BMC: %s", row.Name, cserr.As(err).Text), "NotSupported", nil)
+		}
+	}
+	get := defaultBMCs.Get
+	if a.BMCs != nil {
+		get = a.BMCs
+	}
+	switch {
+	case row.HypervisorType == models.HypervisorBareMetal:
+		b, err = baremetal.BMCOf(target) // its URL, pointed at the OOBM record by hostTarget
+	case rec != nil:
+		b, drv, err = a.oobmBMC(ctx, row, rec)
+		if err != nil {
+			return HostFenceResult{}, err
+		}
+	default:
 		u := target.Details["bmc.url"]
 		if u == "" {
 			return HostFenceResult{}, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("host %s has no BMC to fence it through (set its bmc.url, bmc.username and bmc.password details)", row.Name), "NotSupported", nil)
+				fmt.Sprintf("host %s has no BMC to fence it through (configure its out-of-band management: configureOutOfBandManagement)", row.Name), "NotSupported", nil)
 		}
 		b, err = bmc.ParseURL(u)
 		b.HostID, b.Username = target.ID, target.Details["bmc.username"]
@@ -577,19 +602,21 @@ func (a *BMC) HostFence(ctx context.Context, in HostFenceInput) (HostFenceResult
 	if err != nil {
 		return HostFenceResult{}, driverFailure(err)
 	}
-	get := defaultBMCs.Get
-	if a.BMCs != nil {
-		get = a.BMCs
-	}
-	drv, err := get(b.Provider)
-	if err != nil {
-		return HostFenceResult{}, driverFailure(err)
+	if drv == nil {
+		if drv, err = get(b.Provider); err != nil {
+			return HostFenceResult{}, driverFailure(err)
+		}
 	}
 	_, err = callHeartbeating(ctx, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, baremetal.FenceBMC(ctx, drv, b, nil)
 	})
 	if err != nil {
 		return HostFenceResult{}, driverFailure(err)
+	}
+	if rec != nil {
+		if err := (&OOBM{Deps: a.Deps}).setPower(ctx, row.ID, models.OOBMPowerOff); err != nil {
+			return HostFenceResult{}, err
+		}
 	}
 	reason := in.Reason
 	if reason == "" {

@@ -451,6 +451,11 @@ func (a *Hosts) hostTarget(ctx context.Context, hostUUID string) (*models.Host, 
 			t.Details[d.Name] = d.Value
 		}
 	}
+	if h.HypervisorType == models.HypervisorBareMetal {
+		if err := bareMetalOverlay(ctx, a.DB, &h, &t, a.Secrets); err != nil {
+			return nil, t, err
+		}
+	}
 	return &h, t, nil
 }
 
@@ -574,6 +579,11 @@ func (a *Hosts) HostConnected(ctx context.Context, in HostConnectedInput) error 
 		if err := SyncHostCapacity(ctx, tx, &h); err != nil {
 			return err
 		}
+		if h.HypervisorType == models.HypervisorBareMetal {
+			if err := bareMetalOOBM(ctx, tx, &h); err != nil {
+				return err
+			}
+		}
 		return WriteEvent(ctx, tx, activityEvent(ctx, EventInput{
 			Actor: in.Actor, Type: in.EventType, ResourceType: "Host", ResourceUUID: h.UUID,
 			Description: fmt.Sprintf("Host %s (%s) is Up: %d cores at %d MHz, %d MiB", name, h.URL, d.CPUCores, d.CPUMHz, d.MemoryBytes>>20),
@@ -597,6 +607,9 @@ func removeHostRow(ctx context.Context, db bun.IDB, h *models.Host) error {
 		return err
 	}
 	if _, err := db.NewDelete().Model((*models.HostDetail)(nil)).Where("host_id = ?", h.ID).Exec(ctx); err != nil {
+		return err
+	}
+	if _, err := db.NewDelete().Model((*models.OutOfBandManagement)(nil)).Where("host_id = ?", h.ID).Exec(ctx); err != nil {
 		return err
 	}
 	return DeleteCapacity(ctx, db, h.ID, models.CapacityCPU, models.CapacityMemory, models.CapacityCPUCore, models.CapacityGPU)

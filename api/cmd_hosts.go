@@ -61,8 +61,8 @@ func init() {
 				Param{Name: "virtualmachineid", Type: TUUID, Description: "the host this VM runs on"},
 				Param{Name: "hahost", Type: TBoolean, Description: "hosts dedicated to HA (none in Nimbus)"},
 				Param{Name: "details", Type: TList, Of: TString, Description: "accepted for compatibility: every detail is returned"},
-				Param{Name: "outofbandmanagementenabled", Type: TBoolean, Description: "out-of-band management is not supported yet"},
-				Param{Name: "outofbandmanagementpowerstate", Type: TString, Description: "out-of-band management is not supported yet"},
+				Param{Name: "outofbandmanagementenabled", Type: TBoolean, Description: "hosts whose out-of-band management is (not) enabled"},
+				Param{Name: "outofbandmanagementpowerstate", Type: TString, Description: "hosts whose BMC last reported this power state: On, Off, Unknown, Disabled"},
 			),
 			ResponseName: "host", Response: hostFields, Handler: listHosts,
 		},
@@ -123,6 +123,7 @@ var hostFields = []Field{
 	{"version", "string", "the Nimbus version managing it"}, {"events", "string", "the events the host's state machine takes"},
 	{"created", "date", "when it was added"}, {"disconnected", "date", "when it last lost its connection"},
 	{"lastpinged", "date", "when it last answered"}, {"details", "map", "statereason: why it is Alert or Disconnected"},
+	{"outofbandmanagement", "object", "its BMC for out-of-band management: enabled, powerstate, driver, address, port, username"},
 }
 
 // HostView is a host as listHosts shows it (the SDK's Host).
@@ -175,6 +176,7 @@ type HostView struct {
 	UEFICapability                   bool              `json:"ueficapability"`
 	HasAnnotations                   bool              `json:"hasannotations"`
 	Details                          map[string]string `json:"details,omitempty"`
+	OutOfBandManagement              OOBMView          `json:"outofbandmanagement"`
 }
 
 // hostEvents are the events of a host's state machine, as CloudStack lists
@@ -250,8 +252,13 @@ func (s *Server) hostViews(ctx context.Context, rows []hostRow) ([]HostView, err
 		GroupExpr("host_id").Scan(ctx, &usage); err != nil {
 		return nil, err
 	}
+	oobm, err := s.oobmViews(ctx, s.DB, ids)
+	if err != nil {
+		return nil, err
+	}
 	for i := range rows {
 		views[i] = hostViewOf(&rows[i], tagsOf[rows[i].ID])
+		views[i].OutOfBandManagement = oobmViewOf("", oobm[rows[i].ID])
 	}
 	for _, u := range usage {
 		v := &views[at[u.HostID]]
@@ -541,7 +548,7 @@ func listHosts(c *Call) (any, error) {
 			return nil, cserr.Param("%s", err.Error())
 		}
 	}
-	if c.Bool("hahost", false) || c.Bool("outofbandmanagementenabled", false) || c.Has("outofbandmanagementpowerstate") {
+	if c.Bool("hahost", false) {
 		return List{Key: "host"}, nil
 	}
 	filter := func(q *bun.SelectQuery) *bun.SelectQuery {
@@ -573,6 +580,22 @@ func listHosts(c *Call) (any, error) {
 		}
 		if c.Has("virtualmachineid") {
 			q = q.Where("host.id = (SELECT vm.host_id FROM vm_instances AS vm WHERE vm.uuid = ? AND vm.removed IS NULL)", c.Str("virtualmachineid"))
+		}
+		if c.Has("outofbandmanagementenabled") {
+			in := "IN"
+			if !c.Bool("outofbandmanagementenabled", false) {
+				in = "NOT IN"
+			}
+			q = q.Where("host.id "+in+" (SELECT oobm.host_id FROM oobm WHERE oobm.enabled = ?)", true)
+		}
+		if c.Has("outofbandmanagementpowerstate") {
+			st := c.Str("outofbandmanagementpowerstate")
+			if strings.EqualFold(st, models.OOBMPowerDisabled) {
+				// Unconfigured hosts show Disabled too.
+				q = q.Where("(host.id IN (SELECT oobm.host_id FROM oobm WHERE oobm.power_state = ?) OR host.id NOT IN (SELECT oobm.host_id FROM oobm))", models.OOBMPowerDisabled)
+			} else {
+				q = q.Where("host.id IN (SELECT oobm.host_id FROM oobm WHERE LOWER(oobm.power_state) = ?)", strings.ToLower(st))
+			}
 		}
 		return q
 	}

@@ -32,6 +32,8 @@ func Tables() []any {
 		(*Host)(nil),
 		(*HostDetail)(nil),
 		(*HostTag)(nil),
+		(*OutOfBandManagement)(nil), // oobm.go
+		(*ZoneDetail)(nil),
 		// storage.go
 		(*StoragePool)(nil),
 		(*StoragePoolTag)(nil),
@@ -125,6 +127,7 @@ func Indexes() []Index {
 		{"host_details", "uq_host_details_name", []string{"host_id", "name"}, true},
 		{"host_tags", "uq_host_tags_host_tag", []string{"host_id", "tag"}, true},
 		{"host_tags", "idx_host_tags_tag", []string{"tag"}, false},
+		{"zone_details", "uq_zone_details_name", []string{"zone_id", "name"}, true},
 
 		// Storage.
 		{"storage_pools", "idx_storage_pools_cluster_state", []string{"cluster_id", "state"}, false},

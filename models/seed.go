@@ -108,6 +108,9 @@ func DefaultConfigurations() []Configuration {
 		{Name: "host.reconcile.interval", Value: "300", DefaultValue: "300", Category: "Advanced", Scope: "global", Description: "Seconds between reconciliations of hosts against the inventory"},
 		{Name: "storage.orphan.cleanup.delay", Value: "0", DefaultValue: "0", Category: "Storage", Scope: "global", Description: "Seconds after which the reconciler deletes a disk it found on a primary pool with no volume or template copy in the inventory; 0 only reports such disks (as STORAGE.ORPHAN events)"},
 		{Name: "baremetal.provision.done.notification.timeout", Value: "1800", DefaultValue: "1800", Category: "Advanced", Scope: "global", Description: "Seconds a BareMetal deployment waits for the PXE-booted system to call back before it fails"},
+		{Name: "outofbandmanagement.action.timeout", Value: "60", DefaultValue: "60", Category: "Advanced", Scope: "global", Description: "Seconds an out-of-band management power action may take to be read back from the BMC"},
+		{Name: "redfish.use.https", Value: "true", DefaultValue: "true", Category: "Advanced", Scope: "global", Description: "Out-of-band management over Redfish uses HTTPS (false: plain HTTP)"},
+		{Name: "redfish.ignore.ssl", Value: "false", DefaultValue: "false", Category: "Advanced", Scope: "global", Description: "Out-of-band management over Redfish accepts a BMC's self-signed or otherwise unverifiable certificate"},
 	}, limitConfigurations()...)
 }
 

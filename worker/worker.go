@@ -77,6 +77,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.CopyTemplate)
 	r.RegisterWorkflow(workflows.DeleteTemplate)
 	r.RegisterWorkflow(workflows.ExtractTemplate)
+	r.RegisterWorkflow(workflows.OutOfBandManagement)
 
 	r.RegisterActivity(&activities.Jobs{Deps: deps})
 	r.RegisterActivity(&activities.PhysNet{Deps: deps})
@@ -95,6 +96,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterActivity(&activities.Maintenance{Deps: deps})
 	r.RegisterActivity(&activities.BareMetal{Deps: deps})
 	r.RegisterActivity(&activities.BMC{Deps: deps})
+	r.RegisterActivity(&activities.OOBM{Deps: deps})
 }
 
 // New builds a worker on the task queue with every workflow and activity.

@@ -45,6 +45,9 @@ type Driver interface {
 	SetBootDevice(ctx context.Context, b BMC, dev BootDevice, opts BootOptions) error
 	// Inventory reads the machine's hardware.
 	Inventory(ctx context.Context, b BMC) (Inventory, error)
+	// ChangePassword sets a new password for the BMC's user (b.Username)
+	// on the BMC itself.
+	ChangePassword(ctx context.Context, b BMC, password string) error
 	// Close releases sessions.
 	Close() error
 }

@@ -40,5 +40,10 @@ func (u Unsupported) Inventory(context.Context, BMC) (Inventory, error) {
 	return Inventory{}, u.unsupported("Inventory")
 }
 
+// ChangePassword is not supported.
+func (u Unsupported) ChangePassword(context.Context, BMC, string) error {
+	return u.unsupported("ChangePassword")
+}
+
 // Close has nothing to release.
 func (u Unsupported) Close() error { return nil }

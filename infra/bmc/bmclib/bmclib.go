@@ -1,9 +1,10 @@
 // Package bmclib is the BMC driver for real machines, over
 // github.com/bmc-toolbox/bmclib/v2: IPMI through its ipmitool provider and
-// Redfish through its gofish provider. Each call opens a client for the one
+// Redfish through its gofish provider. A client is opened for the one
 // provider the BMC's address names (so bmclib never falls back to guessing
-// another protocol), acts, and closes it again: a worker that restarts, or
-// another worker, serves the next call without state from this one.
+// another protocol) and kept in a session cache per BMC (see sessions.go):
+// the next call to the same BMC reuses it until it sat idle for the idle
+// timeout, failed (it is dropped and reopened), or the driver closed.
 //
 // Power changes are confirmed, not assumed: after the command the driver
 // reads the power state back until it is what was asked for, or fails
@@ -34,6 +35,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
@@ -54,6 +57,7 @@ func init() {
 const (
 	DefaultPowerTimeout = 30 * time.Second
 	DefaultCallTimeout  = 30 * time.Second
+	DefaultSessionIdle  = 2 * time.Minute
 	defaultPoll         = time.Second
 )
 
@@ -66,12 +70,15 @@ type Driver struct {
 	poll         time.Duration
 	ipmitool     string // path of ipmitool; "" = from PATH
 	cipher       string // IPMI cipher suite
+	sessions     *sessionCache
 }
 
 // New builds the driver of provider "ipmi" or "redfish". Options:
 // power_timeout, call_timeout (per BMC request), poll (read-back
 // interval), ipmitool (its path), ipmi_cipher (cipher suite, default 3:
-// without one ipmitool tries suites in turn and each miss costs seconds).
+// without one ipmitool tries suites in turn and each miss costs seconds),
+// session_idle (how long an unused BMC session stays open, default 2m;
+// "0" opens a session per call).
 func New(provider string, cfg bmc.Config) (*Driver, error) {
 	p, err := bmc.Canonical(provider)
 	if err != nil {
@@ -82,6 +89,17 @@ func New(provider string, cfg bmc.Config) (*Driver, error) {
 	}
 	d := &Driver{Unsupported: bmc.Unsupported{DriverName: p}, provider: p, powerTimeout: DefaultPowerTimeout,
 		callTimeout: DefaultCallTimeout, poll: defaultPoll, ipmitool: cfg.Options["ipmitool"], cipher: "3"}
+	idle := DefaultSessionIdle
+	if v := cfg.Options["session_idle"]; v == "0" || v == "off" {
+		idle = 0
+	} else if v != "" {
+		dur, err := parseDuration(v)
+		if err != nil {
+			return nil, hypervisor.NewError(bmc.ErrInvalid, "bmclib driver option session_idle=%q: %v", v, err)
+		}
+		idle = dur
+	}
+	d.sessions = newSessionCache(idle)
 	for name, dst := range map[string]*time.Duration{"power_timeout": &d.powerTimeout, "call_timeout": &d.callTimeout, "poll": &d.poll} {
 		if v := cfg.Options[name]; v != "" {
 			dur, err := parseDuration(v)
@@ -189,14 +207,20 @@ type session struct {
 	b bmc.BMC
 	t target
 	c *bmclib.Client
+
+	key      sessionKey
+	uncached bool
+	mu       sync.Mutex // one operation at a time per client: bmclib keeps per-call metadata
+	n        atomic.Int32
+	once     sync.Once
 }
 
+func (s *session) enter()       { s.n.Add(1); s.mu.Lock() }
+func (s *session) leave()       { s.mu.Unlock(); s.n.Add(-1) }
+func (s *session) users() int32 { return s.n.Load() }
+
 // open connects to the BMC with only this driver's bmclib provider.
-func (d *Driver) open(ctx context.Context, op string, b bmc.BMC) (*session, error) {
-	t, err := d.parseAddress(b.Address)
-	if err != nil {
-		return nil, d.opError(op, b, err)
-	}
+func (d *Driver) open(ctx context.Context, op string, b bmc.BMC, t target) (*session, error) {
 	opts := []bmclib.Option{bmclib.WithPerProviderTimeout(d.callTimeout)}
 	host := t.host
 	provider := "ipmitool"
@@ -239,10 +263,13 @@ func (d *Driver) open(ctx context.Context, op string, b bmc.BMC) (*session, erro
 	return &session{d: d, b: b, t: t, c: c}, nil
 }
 
+// close logs out (Redfish); a session closes once however often asked.
 func (s *session) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = s.c.Close(ctx)
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.c.Close(ctx)
+	})
 }
 
 // httpClient is the Redfish HTTP client: TLS verification off only for a
@@ -394,14 +421,16 @@ func (s *session) waitFor(ctx context.Context, want bmc.PowerState, what string)
 
 // PowerStatus reads the machine's power state.
 func (d *Driver) PowerStatus(ctx context.Context, b bmc.BMC) (bmc.PowerState, error) {
-	s, err := d.open(ctx, "PowerStatus", b)
+	st := bmc.PowerUnknown
+	err := d.with(ctx, "PowerStatus", b, func(s *session) (bool, error) {
+		var err error
+		if st, err = s.status(ctx); err != nil {
+			return false, d.opError("PowerStatus", b, err)
+		}
+		return false, nil
+	})
 	if err != nil {
 		return bmc.PowerUnknown, err
-	}
-	defer s.close()
-	st, err := s.status(ctx)
-	if err != nil {
-		return bmc.PowerUnknown, d.opError("PowerStatus", b, err)
 	}
 	return st, nil
 }
@@ -421,46 +450,41 @@ func (d *Driver) PowerOff(ctx context.Context, b bmc.BMC, force bool) error {
 }
 
 func (d *Driver) power(ctx context.Context, op string, b bmc.BMC, action string, want bmc.PowerState, what string) error {
-	s, err := d.open(ctx, op, b)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	if st, err := s.status(ctx); err == nil && st == want {
-		return nil
-	}
-	if err := s.set(ctx, action); err != nil {
-		return d.opError(op, b, err)
-	}
-	if err := s.waitFor(ctx, want, what); err != nil {
-		return d.opError(op, b, err)
-	}
-	return nil
+	return d.with(ctx, op, b, func(s *session) (bool, error) {
+		if st, err := s.status(ctx); err == nil && st == want {
+			return false, nil
+		}
+		if err := s.set(ctx, action); err != nil {
+			return false, d.opError(op, b, err)
+		}
+		if err := s.waitFor(ctx, want, what); err != nil {
+			return true, d.opError(op, b, err)
+		}
+		return true, nil
+	})
 }
 
 // PowerCycle powers a running machine off and on (a machine that is off
 // is powered on) and waits until the BMC reports it on.
 func (d *Driver) PowerCycle(ctx context.Context, b bmc.BMC) error {
-	s, err := d.open(ctx, "PowerCycle", b)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	st, err := s.status(ctx)
-	if err != nil {
-		return d.opError("PowerCycle", b, err)
-	}
-	action, what := "cycle", "power cycle"
-	if st == bmc.PowerOff {
-		action, what = "on", "power on"
-	}
-	if err := s.set(ctx, action); err != nil {
-		return d.opError("PowerCycle", b, err)
-	}
-	if err := s.waitFor(ctx, bmc.PowerOn, what); err != nil {
-		return d.opError("PowerCycle", b, err)
-	}
-	return nil
+	return d.with(ctx, "PowerCycle", b, func(s *session) (bool, error) {
+		st, err := s.status(ctx)
+		if err != nil {
+			return false, d.opError("PowerCycle", b, err)
+		}
+		action, what := "cycle", "power cycle"
+		if st == bmc.PowerOff {
+			action, what = "on", "power on"
+		}
+		if err := s.set(ctx, action); err != nil {
+			// A cycle that may have been sent is not sent twice.
+			return action == "cycle", d.opError("PowerCycle", b, err)
+		}
+		if err := s.waitFor(ctx, bmc.PowerOn, what); err != nil {
+			return true, d.opError("PowerCycle", b, err)
+		}
+		return true, nil
+	})
 }
 
 // bootDevices maps Nimbus boot devices to bmclib's names.
@@ -473,31 +497,28 @@ func (d *Driver) SetBootDevice(ctx context.Context, b bmc.BMC, dev bmc.BootDevic
 	if !ok {
 		return d.opError("SetBootDevice", b, hypervisor.NewError(bmc.ErrInvalid, "unknown boot device %q", dev))
 	}
-	s, err := d.open(ctx, "SetBootDevice", b)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	cctx, cancel := context.WithTimeout(ctx, d.callTimeout)
-	defer cancel()
-	done, err := s.c.SetBootDevice(cctx, name, opts.Persistent, opts.EFI)
-	if err == nil && !done {
-		err = errors.New("the BMC did not accept the boot device")
-	}
-	if err != nil {
-		return d.opError("SetBootDevice", b, d.classify(ctx, s.t, err))
-	}
-	if d.provider == bmc.ProviderRedfish {
-		got, err := s.c.GetBootDeviceOverride(cctx)
+	return d.with(ctx, "SetBootDevice", b, func(s *session) (bool, error) {
+		cctx, cancel := context.WithTimeout(ctx, d.callTimeout)
+		defer cancel()
+		done, err := s.c.SetBootDevice(cctx, name, opts.Persistent, opts.EFI)
+		if err == nil && !done {
+			err = errors.New("the BMC did not accept the boot device")
+		}
 		if err != nil {
-			return d.opError("SetBootDevice", b, d.classify(ctx, s.t, err))
+			return false, d.opError("SetBootDevice", b, d.classify(ctx, s.t, err))
 		}
-		if string(got.Device) != name || got.IsPersistent != opts.Persistent {
-			return d.opError("SetBootDevice", b, hypervisor.NewError(bmc.ErrUnreachable,
-				"the BMC at %s reports boot override %q (persistent %v) after being set to %q (persistent %v)", s.t, got.Device, got.IsPersistent, name, opts.Persistent))
+		if d.provider == bmc.ProviderRedfish {
+			got, err := s.c.GetBootDeviceOverride(cctx)
+			if err != nil {
+				return true, d.opError("SetBootDevice", b, d.classify(ctx, s.t, err))
+			}
+			if string(got.Device) != name || got.IsPersistent != opts.Persistent {
+				return true, d.opError("SetBootDevice", b, hypervisor.NewError(bmc.ErrUnreachable,
+					"the BMC at %s reports boot override %q (persistent %v) after being set to %q (persistent %v)", s.t, got.Device, got.IsPersistent, name, opts.Persistent))
+			}
 		}
-	}
-	return nil
+		return true, nil
+	})
 }
 
 // Inventory reads what bmclib's provider reports of the hardware: Redfish
@@ -507,18 +528,46 @@ func (d *Driver) Inventory(ctx context.Context, b bmc.BMC) (bmc.Inventory, error
 	if d.provider == bmc.ProviderIPMI {
 		return bmc.Inventory{}, d.opError("Inventory", b, hypervisor.NewError(bmc.ErrNotSupported, "bmclib's ipmitool provider reads no hardware inventory"))
 	}
-	s, err := d.open(ctx, "Inventory", b)
-	if err != nil {
-		return bmc.Inventory{}, err
+	var inv bmc.Inventory
+	err := d.with(ctx, "Inventory", b, func(s *session) (bool, error) {
+		cctx, cancel := context.WithTimeout(ctx, 2*d.callTimeout)
+		defer cancel()
+		dev, err := s.c.Inventory(cctx)
+		if err != nil {
+			return false, d.opError("Inventory", b, d.classify(ctx, s.t, err))
+		}
+		inv = inventoryOf(dev)
+		return false, nil
+	})
+	return inv, err
+}
+
+// ChangePassword sets a new password for the BMC user b.Username on the
+// BMC itself. bmclib can do it over Redfish (its AccountService); its
+// ipmitool provider has no user management (ErrNotSupported).
+func (d *Driver) ChangePassword(ctx context.Context, b bmc.BMC, password string) error {
+	if d.provider == bmc.ProviderIPMI {
+		return d.opError("ChangePassword", b, hypervisor.NewError(bmc.ErrNotSupported,
+			"bmclib's ipmitool provider cannot change a BMC user's password (change it on the BMC, then configure the new one)"))
 	}
-	defer s.close()
-	cctx, cancel := context.WithTimeout(ctx, 2*d.callTimeout)
-	defer cancel()
-	dev, err := s.c.Inventory(cctx)
-	if err != nil {
-		return bmc.Inventory{}, d.opError("Inventory", b, d.classify(ctx, s.t, err))
+	if password == "" {
+		return d.opError("ChangePassword", b, hypervisor.NewError(bmc.ErrInvalid, "the new password is empty"))
 	}
-	return inventoryOf(dev), nil
+	return d.with(ctx, "ChangePassword", b, func(s *session) (bool, error) {
+		cctx, cancel := context.WithTimeout(ctx, d.callTimeout)
+		defer cancel()
+		ok, err := s.c.UpdateUser(cctx, b.Username, password, "")
+		if err == nil && !ok {
+			err = errors.New("the BMC did not accept the new password")
+		}
+		if err != nil {
+			if strings.Contains(err.Error(), "user not present") {
+				return true, d.opError("ChangePassword", b, hypervisor.NewError(bmc.ErrNotFound, "the BMC at %s has no account %q", s.t, b.Username))
+			}
+			return true, d.opError("ChangePassword", b, d.classify(ctx, s.t, err))
+		}
+		return true, nil
+	})
 }
 
 // inventoryOf maps bmclib's device to Nimbus's inventory.

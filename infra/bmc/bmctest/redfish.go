@@ -138,7 +138,10 @@ func (r *Redfish) serve(w http.ResponseWriter, req *http.Request) {
 	if path == "/redfish/v1/SessionService/Sessions" && req.Method == http.MethodPost {
 		var body struct{ UserName, Password string }
 		_ = json.NewDecoder(req.Body).Decode(&body)
-		if body.UserName != r.o.User || body.Password != r.o.Password {
+		r.mu.Lock()
+		user, pass := r.o.User, r.o.Password
+		r.mu.Unlock()
+		if body.UserName != user || body.Password != pass {
 			r.fail(w, http.StatusUnauthorized, "Base.1.8.NoValidSession", "invalid username or password")
 			return
 		}
@@ -172,6 +175,17 @@ func (r *Redfish) serve(w http.ResponseWriter, req *http.Request) {
 	case path == "/redfish/v1/Systems/1" && req.Method == http.MethodPatch:
 		r.patchBoot(w, req)
 		return
+	case path == accountPath && req.Method == http.MethodPatch:
+		var body struct{ Password string }
+		if err := json.NewDecoder(req.Body).Decode(&body); err != nil || body.Password == "" {
+			r.fail(w, http.StatusBadRequest, "Base.1.8.PropertyValueFormatError", "Password")
+			return
+		}
+		r.mu.Lock()
+		r.o.Password = body.Password
+		r.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+		return
 	case req.Method != http.MethodGet && req.Method != http.MethodHead:
 		r.fail(w, http.StatusMethodNotAllowed, "Base.1.8.ActionNotSupported", req.Method+" "+path)
 		return
@@ -185,12 +199,36 @@ func (r *Redfish) serve(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *Redfish) authorized(req *http.Request) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if u, p, ok := req.BasicAuth(); ok {
 		return u == r.o.User && p == r.o.Password
 	}
+	return r.sessions[req.Header.Get("X-Auth-Token")]
+}
+
+// accountPath is the one BMC account (the admin user) AccountService lists.
+const accountPath = "/redfish/v1/AccountService/Accounts/2"
+
+// Password is the admin user's password now (changed through AccountService).
+func (r *Redfish) Password() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.sessions[req.Header.Get("X-Auth-Token")]
+	return r.o.Password
+}
+
+// Logins counts the sessions ever opened.
+func (r *Redfish) Logins() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.nextSess
+}
+
+// DropSessions ends every session, as a BMC that restarted or expired them.
+func (r *Redfish) DropSessions() {
+	r.mu.Lock()
+	clear(r.sessions)
+	r.mu.Unlock()
 }
 
 func (r *Redfish) reset(w http.ResponseWriter, req *http.Request) {
@@ -280,8 +318,8 @@ func (r *Redfish) root() map[string]any {
 		"@odata.id": "/redfish/v1/", "@odata.type": "#ServiceRoot.v1_5_0.ServiceRoot", "Id": "RootService",
 		"Name": "Nimbus test Redfish service", "RedfishVersion": "1.11.0", "UUID": "00000000-0000-0000-0000-000000000001",
 		"Systems": link("/redfish/v1/Systems"), "Chassis": link("/redfish/v1/Chassis"), "Managers": link("/redfish/v1/Managers"),
-		"SessionService": link("/redfish/v1/SessionService"),
-		"Links":          map[string]any{"Sessions": link("/redfish/v1/SessionService/Sessions")},
+		"SessionService": link("/redfish/v1/SessionService"), "AccountService": link("/redfish/v1/AccountService"),
+		"Links": map[string]any{"Sessions": link("/redfish/v1/SessionService/Sessions")},
 	}
 }
 
@@ -295,6 +333,13 @@ func (r *Redfish) resource(path string) (map[string]any, bool) {
 		return map[string]any{"@odata.id": path, "Id": "SessionService", "ServiceEnabled": true, "Sessions": link(path + "/Sessions")}, true
 	case "/redfish/v1/Systems":
 		return collection(path, sys), true
+	case "/redfish/v1/AccountService":
+		return map[string]any{"@odata.id": path, "Id": "AccountService", "ServiceEnabled": true, "Accounts": link(path + "/Accounts")}, true
+	case "/redfish/v1/AccountService/Accounts":
+		return collection(path, accountPath), true
+	case accountPath:
+		return map[string]any{"@odata.id": path, "@odata.type": "#ManagerAccount.v1_4_0.ManagerAccount", "Id": "2", "Name": "User Account",
+			"UserName": r.o.User, "RoleId": "Administrator", "Enabled": true, "Locked": false, "Password": nil}, true
 	case sys:
 		cores := r.o.Sockets * r.o.CoresPerSocket
 		return map[string]any{
