@@ -1,0 +1,117 @@
+package tests
+
+import (
+	"testing"
+
+	"github.com/apache/cloudstack-go/v2/cloudstack"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/nimbus-cloud/nimbus/models"
+)
+
+// vsDeploy deploys a VM on the vSphere zone and waits for it to run.
+func vsDeploy(t *testing.T, c *vsCloud, name string) *cloudstack.DeployVirtualMachineResponse {
+	t.Helper()
+	dp := c.cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, c.tpl, c.zone)
+	dp.SetName(name)
+	dp.SetNetworkids([]string{c.nw})
+	dep, err := c.cs.VirtualMachine.DeployVirtualMachine(dp)
+	if err != nil {
+		t.Fatalf("deployVirtualMachine %s: %v", name, err)
+	}
+	if dep.State != "Running" {
+		t.Fatalf("deployed VM = %+v", dep)
+	}
+	return dep
+}
+
+// vsRootVolume is a VM's ROOT volume as listVolumes shows it.
+func vsRootVolume(t *testing.T, c *vsCloud, vmID string) *cloudstack.Volume {
+	t.Helper()
+	lv := c.cs.Volume.NewListVolumesParams()
+	lv.SetVirtualmachineid(vmID)
+	lv.SetType("ROOT")
+	vols, err := c.cs.Volume.ListVolumes(lv)
+	if err != nil || vols.Count != 1 {
+		t.Fatalf("listVolumes ROOT of %s = %+v, %v", vmID, vols, err)
+	}
+	return vols.Volumes[0]
+}
+
+// vsDiskFiles lists the files backing a vCenter VM's disks.
+func vsDiskFiles(t *testing.T, c *vsCloud, vmID string) []string {
+	t.Helper()
+	vm := vsVM(t, c.sim, vmID)
+	if vm == nil {
+		t.Fatalf("no vCenter VM %s", vmID)
+	}
+	var out []string
+	for _, d := range object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil)) {
+		out = append(out, d.GetVirtualDevice().Backing.(types.BaseVirtualDeviceFileBackingInfo).GetVirtualDeviceFileBackingInfo().FileName)
+	}
+	return out
+}
+
+// TestVSphereLiveStorageVMotion asks for the root disk of a running VM to
+// move to the other datastore (migrateVolume livemigrate=true): the driver
+// relocates that disk alone while the VM runs (RelocateVM_Task with one
+// disk locator) and reads the disk back to learn its new path.
+//
+// govmomi's simulator (v0.52.0) runs RelocateVM_Task but ignores disk
+// locators: it applies only the spec's datastore, pool, host, folder and
+// device changes, so the task succeeds with the disk where it was. What
+// this checks is what vcsim allows: the relocation is sent, its result is
+// read back rather than trusted, and an unmoved disk fails the job with a
+// clear error that leaves the volume on its pool, its file in place (the
+// job's undo must not delete the source: the copy on the target is named
+// by the source's path) and the VM running.
+func TestVSphereLiveStorageVMotion(t *testing.T) {
+	c := vsSetup(t)
+	cs, sim := c.cs, c.sim
+	dep := vsDeploy(t, c, "vs-live")
+	root := vsRootVolume(t, c, dep.Id)
+	to, toDS, fromDS := c.ds1, "LocalDS_1", "LocalDS_0"
+	if root.Storageid == c.ds1.Id {
+		to, toDS, fromDS = c.ds0, "LocalDS_0", "LocalDS_1"
+	}
+	rootFile := "nimbus/" + root.Id + ".vmdk"
+	if files := vsDiskFiles(t, c, dep.Id); len(files) != 1 || files[0] != "["+fromDS+"] "+rootFile {
+		t.Fatalf("vCenter VM disks before = %v, want [%s] %s", files, fromDS, rootFile)
+	}
+
+	_, err := cs.Volume.MigrateVolume(cs.Volume.NewMigrateVolumeParams(to.Id, root.Id))
+	hostWantErr(t, "migrateVolume of a running VM's disk without livemigrate", err, 431, "livemigrate")
+
+	mp := cs.Volume.NewMigrateVolumeParams(to.Id, root.Id)
+	mp.SetLivemigrate(true)
+	_, err = cs.Volume.MigrateVolume(mp)
+	hostWantErr(t, "live migrateVolume on vcsim", err, 432, "relocation of the disk to datastore "+toDS, "still ["+fromDS+"] "+rootFile)
+
+	relocs, err := sim.Tasks(t.Context(), "VirtualMachine.relocateVm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(relocs) != 1 || relocs[0].State != types.TaskInfoStateSuccess {
+		t.Fatalf("vCenter relocations = %+v, want the one Storage vMotion (which vcsim ends in success)", relocs)
+	}
+	after := vsRootVolume(t, c, dep.Id)
+	if after.Storageid != root.Storageid || after.State != "Ready" || after.Path != root.Path {
+		t.Fatalf("root volume after the failed live migrateVolume = pool %s path %q state %s, want it as it was (%s, %q)", after.Storage, after.Path, after.State, root.Storage, root.Path)
+	}
+	if files := vsDiskFiles(t, c, dep.Id); len(files) != 1 || files[0] != "["+fromDS+"] "+rootFile {
+		t.Fatalf("vCenter VM disks after = %v", files)
+	}
+	if !vsFileExists(t, sim, fromDS, rootFile) || vsFileExists(t, sim, toDS, rootFile) {
+		t.Fatalf("after the failed Storage vMotion: on %s %v (want true), on %s %v (want false)", fromDS, vsFileExists(t, sim, fromDS, rootFile), toDS, vsFileExists(t, sim, toDS, rootFile))
+	}
+	if vm := vsVM(t, sim, dep.Id); vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+		t.Fatalf("the VM is %s after the live Storage vMotion", vm.Runtime.PowerState)
+	}
+	p := cs.VirtualMachine.NewListVirtualMachinesParams()
+	p.SetId(dep.Id)
+	r, err := cs.VirtualMachine.ListVirtualMachines(p)
+	if err != nil || r.Count != 1 || r.VirtualMachines[0].State != "Running" {
+		t.Fatalf("listVirtualMachines after live migrateVolume = %+v, %v", r, err)
+	}
+}
