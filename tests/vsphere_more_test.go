@@ -1,6 +1,11 @@
 package tests
 
 import (
+	"archive/tar"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/apache/cloudstack-go/v2/cloudstack"
@@ -113,5 +118,122 @@ func TestVSphereLiveStorageVMotion(t *testing.T) {
 	r, err := cs.VirtualMachine.ListVirtualMachines(p)
 	if err != nil || r.Count != 1 || r.VirtualMachines[0].State != "Running" {
 		t.Fatalf("listVirtualMachines after live migrateVolume = %+v, %v", r, err)
+	}
+}
+
+// TestVSphereVolumeSnapshots snapshots the root volume of a running VM
+// on vSphere: the VM is frozen by a VM snapshot without memory, its disk
+// copied on the datastore, the VM snapshot removed again, and the copy
+// backed up to the image store; then the volume is reverted (VM stopped)
+// and the snapshot deleted, leaving nothing on the datastore.
+func TestVSphereVolumeSnapshots(t *testing.T) {
+	c := vsSetup(t)
+	cs, sim := c.cs, c.sim
+	dep := vsDeploy(t, c, "vs-snap")
+	root := vsRootVolume(t, c, dep.Id)
+	ds := "LocalDS_0"
+	if root.Storageid == c.ds1.Id {
+		ds = "LocalDS_1"
+	}
+
+	snap, err := cs.Snapshot.CreateSnapshot(cs.Snapshot.NewCreateSnapshotParams(root.Id))
+	if err != nil || snap.State != "BackedUp" {
+		t.Fatalf("createSnapshot: %v %+v", err, snap)
+	}
+	copyFile := "nimbus/snapshots/" + root.Id + "/" + snap.Id + ".vmdk"
+	if !vsFileExists(t, sim, ds, copyFile) {
+		t.Fatalf("no snapshot copy %s on %s", copyFile, ds)
+	}
+	vm := vsVM(t, sim, dep.Id)
+	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+		t.Fatalf("the VM is %s after the volume snapshot", vm.Runtime.PowerState)
+	}
+	if vm.Snapshot != nil && len(vm.Snapshot.RootSnapshotList) > 0 {
+		t.Fatalf("the VM keeps the VM snapshot the volume snapshot took: %+v", vm.Snapshot.RootSnapshotList)
+	}
+	vmSnaps, err := sim.Tasks(t.Context(), "VirtualMachine.createSnapshotEx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rmSnaps, err := sim.Tasks(t.Context(), "VirtualMachine.removeSnapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	onVM := func(ts []types.TaskInfo) (n int) {
+		for _, x := range ts {
+			if x.Entity != nil && *x.Entity == vm.Self && x.State == types.TaskInfoStateSuccess {
+				n++
+			}
+		}
+		return n
+	}
+	if onVM(vmSnaps) != 1 || onVM(rmSnaps) != 1 {
+		t.Fatalf("VM snapshots taken %d, removed %d: want the one taken and removed", len(vmSnaps), len(rmSnaps))
+	}
+	var backups []string
+	filepath.Walk(filepath.Join(c.s.Dir, "vs-secondary"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && strings.Contains(p, "snapshots") {
+			backups = append(backups, p)
+		}
+		return nil
+	})
+	if len(backups) != 1 {
+		t.Fatalf("snapshot backups on secondary storage: %q", backups)
+	}
+	f, err := os.Open(backups[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var members []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		members = append(members, h.Name)
+	}
+	f.Close()
+	if fi, _ := os.Stat(backups[0]); fi.Size() == 0 || !slices.Contains(members, snap.Id+".vmdk") || !slices.Contains(members, snap.Id+"-flat.vmdk") {
+		t.Fatalf("the backup %s holds %v, want the copy's descriptor and extent", backups[0], members)
+	}
+	ls := cs.Snapshot.NewListSnapshotsParams()
+	ls.SetId(snap.Id)
+	l, err := cs.Snapshot.ListSnapshots(ls)
+	if err != nil || l.Count != 1 || l.Snapshots[0].State != "BackedUp" || l.Snapshots[0].Physicalsize <= 0 {
+		t.Fatalf("listSnapshots = %+v, %v", l, err)
+	}
+
+	// Revert: refused while the VM runs, done once it is stopped.
+	_, err = cs.Snapshot.RevertSnapshot(cs.Snapshot.NewRevertSnapshotParams(snap.Id))
+	hostWantErr(t, "revertSnapshot while the VM runs", err, 431, "stop it")
+	if _, err := cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(dep.Id)); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if _, err := cs.Snapshot.RevertSnapshot(cs.Snapshot.NewRevertSnapshotParams(snap.Id)); err != nil {
+		t.Fatalf("revertSnapshot: %v", err)
+	}
+	reverts, err := sim.Tasks(t.Context(), "VirtualDiskManager.copyVirtualDisk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(reverts); n < 2 {
+		t.Fatalf("vCenter ran %d disk copies, want the snapshot's and the revert's", n)
+	}
+	if _, err := cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(dep.Id)); err != nil {
+		t.Fatalf("start after revert: %v", err)
+	}
+	if after := vsRootVolume(t, c, dep.Id); after.State != "Ready" || after.Path != root.Path {
+		t.Fatalf("root volume after revert = %+v", after)
+	}
+
+	if _, err := cs.Snapshot.DeleteSnapshot(cs.Snapshot.NewDeleteSnapshotParams(snap.Id)); err != nil {
+		t.Fatalf("deleteSnapshot: %v", err)
+	}
+	if vsFileExists(t, sim, ds, copyFile) {
+		t.Fatalf("the snapshot copy %s stays on %s after deleteSnapshot", copyFile, ds)
+	}
+	if _, err := os.Stat(backups[0]); !os.IsNotExist(err) {
+		t.Fatalf("the backup %s stays after deleteSnapshot: %v", backups[0], err)
 	}
 }

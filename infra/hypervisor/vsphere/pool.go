@@ -723,10 +723,11 @@ func (p *Pool) DeleteVolume(ctx context.Context, pl storage.Pool, file string) e
 		}
 		return res.Returnval, nil
 	})
-	if err != nil && (fault.Is(err, &types.FileNotFound{}) || fault.Is(err, &types.NotFound{})) {
-		return nil
+	if err != nil && !fault.Is(err, &types.FileNotFound{}) && !fault.Is(err, &types.NotFound{}) {
+		return classify("DeleteVolume", file, err)
 	}
-	return classify("DeleteVolume", file, err)
+	// Its snapshots' copies go with it (see snapshots.go).
+	return classify("DeleteVolume", file, t.deleteSnapshots(ctx, file))
 }
 
 // VolumeInfo reports a vmdk's virtual size.
