@@ -10,6 +10,8 @@ import (
 
 	"github.com/apache/cloudstack-go/v2/cloudstack"
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/nimbus-cloud/nimbus/models"
@@ -85,7 +87,30 @@ func TestVSphereLiveStorageVMotion(t *testing.T) {
 		t.Fatalf("vCenter VM disks before = %v, want [%s] %s", files, fromDS, rootFile)
 	}
 
-	_, err := cs.Volume.MigrateVolume(cs.Volume.NewMigrateVolumeParams(to.Id, root.Id))
+	// The shared network is VLAN 100 on the traffic label DC0_DVPG0, a
+	// port group of distributed switch DVS0: the NIC is on that switch's
+	// port group of VLAN 100, made for it.
+	ctx := t.Context()
+	gc, err := sim.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Logout(ctx)
+	nics := object.VirtualDeviceList(vsVM(t, sim, dep.Id).Config.Hardware.Device).SelectByType((*types.VirtualEthernetCard)(nil))
+	db, ok := nics[0].GetVirtualDevice().Backing.(*types.VirtualEthernetCardDistributedVirtualPortBackingInfo)
+	if len(nics) != 1 || !ok {
+		t.Fatalf("NICs %+v", nics)
+	}
+	var pg mo.DistributedVirtualPortgroup
+	if err := property.DefaultCollector(gc.Client).RetrieveOne(ctx, types.ManagedObjectReference{Type: "DistributedVirtualPortgroup", Value: db.Port.PortgroupKey}, []string{"name", "config"}, &pg); err != nil {
+		t.Fatal(err)
+	}
+	vlan, _ := pg.Config.DefaultPortConfig.(*types.VMwareDVSPortSetting).Vlan.(*types.VmwareDistributedVirtualSwitchVlanIdSpec)
+	if pg.Name != "cloud.guest.100-DVS0" || vlan == nil || vlan.VlanId != 100 {
+		t.Fatalf("the NIC's port group is %s with VLAN %+v, want cloud.guest.100-DVS0 with VLAN 100", pg.Name, vlan)
+	}
+
+	_, err = cs.Volume.MigrateVolume(cs.Volume.NewMigrateVolumeParams(to.Id, root.Id))
 	hostWantErr(t, "migrateVolume of a running VM's disk without livemigrate", err, 431, "livemigrate")
 
 	mp := cs.Volume.NewMigrateVolumeParams(to.Id, root.Id)
