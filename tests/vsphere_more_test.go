@@ -14,7 +14,9 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere/vcsim"
 	"github.com/nimbus-cloud/nimbus/models"
+	"github.com/nimbus-cloud/nimbus/tests/testenv"
 )
 
 // vsDeploy deploys a VM on the vSphere zone and waits for it to run.
@@ -260,5 +262,66 @@ func TestVSphereVolumeSnapshots(t *testing.T) {
 	}
 	if _, err := os.Stat(backups[0]); !os.IsNotExist(err) {
 		t.Fatalf("the backup %s stays after deleteSnapshot: %v", backups[0], err)
+	}
+}
+
+// TestVSphereCertificate adds a vSphere cluster whose vCenter (the
+// simulator) has a self-signed certificate: refused without its thumbprint
+// and with a wrong one, each with an error that says why and shows the
+// certificate's thumbprint; accepted with it. A datastore pool whose URL
+// gives no thumbprint takes the cluster's.
+func TestVSphereCertificate(t *testing.T) {
+	sim, err := vcsim.Start(vcsim.Options{Hosts: 2, Datastores: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	s := testenv.StartStack(t, testenv.StackOptions{})
+	cs := s.Client
+	z, err := cs.Zone.CreateZone(cs.Zone.NewCreateZoneParams("8.8.8.8", "10.0.0.2", "vs-tls", "Advanced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp := cs.Pod.NewCreatePodParams("vs-tls-pod", z.Id)
+	pp.SetGateway("192.168.32.1")
+	pp.SetNetmask("255.255.255.0")
+	pp.SetStartip("192.168.32.10")
+	pp.SetEndip("192.168.32.20")
+	pod, err := cs.Pod.CreatePod(pp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := func(url string) (*cloudstack.AddClusterResponse, error) {
+		p := cs.Cluster.NewAddClusterParams("DC0_C0", "ExternalManaged", "VMware", pod.Id, z.Id)
+		p.SetUrl(url)
+		p.SetUsername(sim.Username)
+		p.SetPassword(sim.Password)
+		return cs.Cluster.AddCluster(p)
+	}
+	base := "https://" + sim.Host + "/DC0/DC0_C0"
+	_, err = add(base)
+	hostWantErr(t, "addCluster without the vCenter's thumbprint", err, 431, "certificate is not trusted", sim.Thumbprint())
+	wrong := strings.Repeat("12:", 31) + "12"
+	_, err = add(base + "?thumbprint=" + wrong)
+	hostWantErr(t, "addCluster with a wrong thumbprint", err, 431, "does not match thumbprint "+wrong, sim.Thumbprint())
+	if n, err := cs.Cluster.ListClusters(cs.Cluster.NewListClustersParams()); err != nil || n.Count != 0 {
+		t.Fatalf("clusters after the refused adds = %+v, %v", n, err)
+	}
+	cl, err := add(sim.ClusterURL())
+	if err != nil {
+		t.Fatalf("addCluster with the thumbprint: %v", err)
+	}
+	lh := cs.Host.NewListHostsParams()
+	lh.SetClusterid(cl.Id)
+	hosts, err := cs.Host.ListHosts(lh)
+	if err != nil || hosts.Count != 2 || hosts.Hosts[0].State != "Up" {
+		t.Fatalf("hosts = %+v, %v", hosts, err)
+	}
+	sp := cs.Pool.NewCreateStoragePoolParams("tls-ds0", "vmfs://"+sim.Host+"/DC0/LocalDS_0", z.Id)
+	sp.SetPodid(pod.Id)
+	sp.SetClusterid(cl.Id)
+	pool, err := cs.Pool.CreateStoragePool(sp)
+	if err != nil || pool.State != "Up" {
+		t.Fatalf("createStoragePool without a thumbprint of its own: %+v, %v", pool, err)
 	}
 }
