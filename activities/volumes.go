@@ -1367,7 +1367,7 @@ func (a *Volumes) VolumeMigrateCopy(ctx context.Context, in VolumeMigrateState) 
 	}
 	made, err := callHeartbeating(ctx, copyFn)
 	if in.Live && errors.Is(err, storage.ErrNotSupported) {
-		return "", volFail(cserr.UnsupportedAction, "Live migration of volumes is not supported by the %s storage driver; stop the virtual machine and migrate the volume then", src.HypervisorType)
+		return "", volFail(cserr.UnsupportedAction, "Live migration of volumes is not supported by the %s storage driver; stop the virtual machine and migrate the volume then (%v)", src.HypervisorType, err)
 	}
 	if err != nil {
 		return "", volDriverFailure(err)

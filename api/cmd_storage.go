@@ -619,6 +619,7 @@ func (c *Call) vcenterPool(z *models.Zone, clusterUUID string, pu *poolURL, spec
 			return cserr.Param("Datacenter %s is not the zone's: zone %s maps to datacenter %s of vCenter %s", parts[0], z.Name, cl.VMwareDatacenter, host)
 		}
 		spec.Path = pu.Path
+		vcenterTrust(cl.URL, spec)
 		if pu.UserInfo != "" {
 			return nil
 		}
@@ -644,6 +645,37 @@ func (c *Call) vcenterPool(z *models.Zone, clusterUUID string, pu *poolURL, spec
 		return cserr.Param("Datastore pool %s is not on the vCenter of its cluster", clip(spec.URL, 128))
 	}
 	return cserr.Param("Datastore pool %s is on no vCenter of zone %s: add its vSphere cluster first", clip(spec.URL, 128), z.Name)
+}
+
+// vcenterTrust gives a datastore pool URL that says nothing of how its
+// vCenter's certificate is trusted (thumbprint, cafile, insecure: see the
+// vsphere driver) the cluster's.
+func vcenterTrust(clusterURL string, spec *activities.PoolSpec) {
+	cu, err := url.Parse(clusterURL)
+	if err != nil {
+		return
+	}
+	pool, err := url.Parse(spec.URL)
+	if err != nil {
+		return
+	}
+	pq, cq := pool.Query(), cu.Query()
+	for _, k := range []string{"thumbprint", "cafile", "insecure"} {
+		if pq.Has(k) {
+			return
+		}
+	}
+	n := 0
+	for _, k := range []string{"thumbprint", "cafile", "insecure"} {
+		if v := cq.Get(k); v != "" {
+			pq.Set(k, v)
+			n++
+		}
+	}
+	if n > 0 {
+		pool.RawQuery = pq.Encode()
+		spec.URL = pool.String()
+	}
 }
 
 func listStoragePools(c *Call) (any, error) {

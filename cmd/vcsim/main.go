@@ -45,7 +45,7 @@ func run(listen string, hosts, datastores, vms int, user, password, ovaListen st
 		return err
 	}
 	defer sim.Close()
-	fmt.Printf("vCenter simulator on https://%s/sdk (self-signed certificate)\n", sim.Host)
+	fmt.Printf("vCenter simulator on https://%s/sdk (self-signed certificate, SHA-256 thumbprint %s)\n", sim.Host, sim.Thumbprint())
 	fmt.Printf("  login:    %s / %s\n", sim.Username, sim.Password)
 	fmt.Printf("  addCluster:        hypervisor=VMware clustertype=ExternalManaged clustername=DC0_C0 url=%s username=%s password=%s\n",
 		sim.ClusterURL(), sim.Username, sim.Password)

@@ -9,8 +9,9 @@
 // vmfs://vcenter[:port]/<datacenter>/<datastore> (or presetup://...). An
 // "http://vcenter/..." URL without a port means https, as CloudStack
 // users write it; with an explicit port the scheme is taken as written.
-// vCenter's certificate is not verified (vCenters run on self-signed
-// certificates as a rule).
+// vCenter's certificate is verified: against the system's CAs, or the
+// thumbprint or CA file the URL's query gives, or not at all when it says
+// insecure=true (see tls.go).
 //
 // Sessions are cached per vCenter and user across the process (the
 // hypervisor and storage drivers share them), kept alive while idle, and
@@ -126,7 +127,11 @@ func parseEndpoint(u *url.URL, user, password string) (endpoint, error) {
 	if user == "" {
 		return endpoint{}, hypervisor.NewError(hypervisor.ErrInvalid, "vCenter %s: no user name", u.Host)
 	}
-	return endpoint{URL: &url.URL{Scheme: scheme, Host: u.Host, Path: "/sdk"}, Username: user, Password: password}, nil
+	tr, err := parseTrust(u)
+	if err != nil {
+		return endpoint{}, err
+	}
+	return endpoint{URL: &url.URL{Scheme: scheme, Host: u.Host, Path: "/sdk"}, Username: user, Password: password, trust: tr}, nil
 }
 
 // parseLocation reads a cluster URL (host=false: /<dc>/<cluster...>) or a
@@ -176,9 +181,15 @@ func parseLocation(raw, user, password string, host bool) (location, error) {
 }
 
 // HostURL is the URL of an ESXi host of a cluster: the cluster's URL with
-// the host's name appended.
+// the host's name appended to its path (its query, how vCenter's
+// certificate is trusted, kept).
 func HostURL(clusterURL, hostName string) string {
-	return strings.TrimRight(clusterURL, "/") + "/" + url.PathEscape(hostName)
+	base, query, ok := strings.Cut(clusterURL, "?")
+	u := strings.TrimRight(base, "/") + "/" + url.PathEscape(hostName)
+	if ok {
+		u += "?" + query
+	}
+	return u
 }
 
 // conn returns the session of a location's vCenter.

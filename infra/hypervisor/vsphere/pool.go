@@ -86,10 +86,17 @@ type dsTarget struct {
 }
 
 // path is the datastore path of a volume ("[ds] nimbus/<name>.vmdk"); a
-// full datastore path is taken as it is.
+// full datastore path is taken as it is when it is on this datastore, and
+// names the same file here when it is on another: callers name a volume's
+// copy on a target pool by the source's path (migrateVolume's undo deletes
+// it there), and that must never reach the source.
 func (t *dsTarget) path(name string) string {
 	var dp object.DatastorePath
 	if dp.FromString(name) {
+		if dp.Datastore != t.dsName {
+			dp.Datastore = t.dsName
+			return dp.String()
+		}
 		return name
 	}
 	if !strings.HasSuffix(name, ".vmdk") {
@@ -716,10 +723,11 @@ func (p *Pool) DeleteVolume(ctx context.Context, pl storage.Pool, file string) e
 		}
 		return res.Returnval, nil
 	})
-	if err != nil && (fault.Is(err, &types.FileNotFound{}) || fault.Is(err, &types.NotFound{})) {
-		return nil
+	if err != nil && !fault.Is(err, &types.FileNotFound{}) && !fault.Is(err, &types.NotFound{}) {
+		return classify("DeleteVolume", file, err)
 	}
-	return classify("DeleteVolume", file, err)
+	// Its snapshots' copies go with it (see snapshots.go).
+	return classify("DeleteVolume", file, t.deleteSnapshots(ctx, file))
 }
 
 // VolumeInfo reports a vmdk's virtual size.

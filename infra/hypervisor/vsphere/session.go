@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,9 +40,12 @@ type endpoint struct {
 	URL      *url.URL // https://vcenter[:port]/sdk, no user info
 	Username string
 	Password string
+	trust
 }
 
-func (e endpoint) key() string { return e.URL.String() + "\x00" + e.Username }
+func (e endpoint) key() string {
+	return e.URL.String() + "\x00" + e.Username + "\x00" + e.Thumbprint + "\x00" + e.CAFile + "\x00" + strconv.FormatBool(e.Insecure)
+}
 
 // sessions caches one logged-in client per vCenter and user, shared by
 // every driver of the process (hypervisor and storage), so that a worker
@@ -137,13 +141,19 @@ type conn struct {
 func (c *conn) connect(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	sc := soap.NewClient(c.ep.URL, true)
+	sc, err := c.ep.client()
+	if err != nil {
+		return err
+	}
 	// Many activities share the session: keep enough idle connections.
 	if tr := sc.DefaultTransport(); tr != nil {
 		tr.MaxIdleConnsPerHost = 64
 	}
 	vc, err := vim25.NewClient(ctx, &countingRT{rt: sc})
 	if err != nil {
+		if terr := c.ep.trustError(ctx, err); terr != nil {
+			return terr
+		}
 		return unreachable("connect", c.ep.URL.Host, err)
 	}
 	vc.Client = sc

@@ -275,7 +275,7 @@ func (t *hostTarget) configSpec(ctx context.Context, spec hypervisor.VMSpec) (ty
 		changes = append(changes, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: dev})
 	}
 	for _, n := range spec.NICs {
-		b, err := t.networkBacking(ctx, n.Label)
+		b, err := t.nicBacking(ctx, n)
 		if err != nil {
 			return cs, err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -102,11 +103,22 @@ func (s *Sim) SDKURL() *url.URL {
 	return &url.URL{Scheme: "https", Host: s.Host, Path: "/sdk", User: url.UserPassword(s.Username, s.Password)}
 }
 
-// ClusterURL is the URL addCluster takes for the simulated cluster.
-func (s *Sim) ClusterURL() string { return "https://" + s.Host + "/DC0/DC0_C0" }
+// Thumbprint is the SHA-256 thumbprint of the simulator's self-signed
+// TLS certificate, which Nimbus verifies it by.
+func (s *Sim) Thumbprint() string { return soap.ThumbprintSHA256(s.Server.Certificate()) }
 
-// PoolURL is the URL createStoragePool takes for a datastore (LocalDS_0...).
-func (s *Sim) PoolURL(datastore string) string { return "vmfs://" + s.Host + "/DC0/" + datastore }
+// ClusterURL is the URL addCluster takes for the simulated cluster, with
+// the thumbprint of its certificate.
+func (s *Sim) ClusterURL() string {
+	return "https://" + s.Host + "/DC0/DC0_C0?thumbprint=" + s.Thumbprint()
+}
+
+// PoolURL is the URL createStoragePool takes for a datastore (LocalDS_0...),
+// with the thumbprint of the simulator's certificate (the API adds the
+// cluster's when a pool URL gives none).
+func (s *Sim) PoolURL(datastore string) string {
+	return "vmfs://" + s.Host + "/DC0/" + datastore + "?thumbprint=" + s.Thumbprint()
+}
 
 // Client logs a govmomi client in, for checks from outside Nimbus.
 func (s *Sim) Client(ctx context.Context) (*govmomi.Client, error) {

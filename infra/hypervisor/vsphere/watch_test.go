@@ -1,0 +1,104 @@
+package vsphere_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi/object"
+
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/storage"
+)
+
+// TestWatchVMs powers a VM off and on behind the driver's back (another
+// vCenter client) and destroys it: WatchVMs reports each within seconds,
+// and nothing for a VM on another host.
+func TestWatchVMs(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h1, h2 := e.hosts[0], e.hosts[1]
+	mk := func(h hypervisor.Host, name, uuid string) hypervisor.VMSpec {
+		root, err := e.pools.CreateVolume(ctx, e.ds0, storage.VolumeSpec{ID: name, Path: name, SizeBytes: 16 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := spec(name, uuid, hypervisor.Disk{Path: root.Path})
+		if _, err := e.drv.DefineVM(ctx, h, s); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.drv.StartVM(ctx, h, s.Ref()); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := mk(h1, "i-2-40-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000400")
+	other := mk(h2, "i-2-41-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000410")
+
+	events, err := e.drv.WatchVMs(ctx, h1)
+	if err != nil {
+		t.Fatalf("WatchVMs: %v", err)
+	}
+	c, err := e.sim.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Logout(context.Background())
+	vm := func(name string) *object.VirtualMachine {
+		ref, err := object.NewSearchIndex(c.Client).FindByInventoryPath(ctx, "/DC0/vm/"+name)
+		if err != nil || ref == nil {
+			t.Fatalf("find %s: %v", name, err)
+		}
+		return object.NewVirtualMachine(c.Client, ref.Reference())
+	}
+	want := func(state hypervisor.State, reason string) {
+		t.Helper()
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatalf("the watch ended, want %s/%s", state, reason)
+			}
+			if ev.UUID != s.UUID || ev.Name != s.Name || ev.State != state || ev.Reason != reason || ev.HostID != h1.ID {
+				t.Fatalf("event = %+v, want %s %s/%s", ev, s.Name, state, reason)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no event within 5 s, want %s/%s", state, reason)
+		}
+	}
+	power := func(v *object.VirtualMachine, on bool) {
+		t.Helper()
+		var task *object.Task
+		var err error
+		if on {
+			task, err = v.PowerOn(ctx)
+		} else {
+			task, err = v.PowerOff(ctx)
+		}
+		if err == nil {
+			err = task.Wait(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	power(vm(other.Name), false) // on h2: not this watch's
+	power(vm(s.Name), false)
+	want(hypervisor.StateStopped, "stopped")
+	power(vm(s.Name), true)
+	want(hypervisor.StateRunning, "started")
+	if err := e.drv.DestroyVM(ctx, h1, s.Ref()); err != nil {
+		t.Fatal(err)
+	}
+	want(hypervisor.StateStopped, "stopped")
+	want("", "undefined")
+	cancel()
+	select {
+	case _, ok := <-events:
+		for ok {
+			_, ok = <-events
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch did not end with its context")
+	}
+}
