@@ -959,7 +959,9 @@ func (p *Pool) uploadISO(ctx context.Context, t *dsTarget, tpl storage.Template,
 	if err := fm.MakeDirectory(ctx, "["+t.dsName+"] "+VolumeFolder, t.dc, true); err != nil && !fault.Is(err, &types.FileAlreadyExists{}) {
 		return storage.Volume{}, classify(op, dsPath, err)
 	}
-	if err := ds.UploadFile(ctx, file, rel, &soap.Upload{ContentLength: fi.Size()}); err != nil {
+	up := soap.DefaultUpload // PUT
+	up.ContentLength = fi.Size()
+	if err := ds.UploadFile(ctx, file, rel, &up); err != nil {
 		return storage.Volume{}, classify(op, dsPath, err)
 	}
 	pr.Report(fi.Size(), fi.Size())

@@ -280,9 +280,12 @@ func (t *hostTarget) configSpec(ctx context.Context, spec hypervisor.VMSpec) (ty
 		key--
 		changes = append(changes, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: dev})
 	}
-	if cd, ok := spec.CDROM(); ok {
-		// On the first IDE controller, which every VM has (key 200); a
+	{
+		// Every VM gets a drive (empty without an ISO), on the first IDE
+		// controller, which every VM has (key 200): IDE devices cannot be
+		// added to a running VM, and attachIso changes the medium live. A
 		// blank root disk does not boot, so the BIOS goes on to the ISO.
+		cd, _ := spec.CDROM()
 		ide := &types.VirtualIDEController{VirtualController: types.VirtualController{VirtualDevice: types.VirtualDevice{Key: 200}}}
 		dev, err := object.VirtualDeviceList{}.CreateCdrom(ide)
 		if err != nil {
