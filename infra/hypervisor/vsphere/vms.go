@@ -110,11 +110,10 @@ func (t *hostTarget) info(h hypervisor.Host, vm *mo.VirtualMachine) hypervisor.V
 			}
 			out.Disks = append(out.Disks, disk)
 		case *types.VirtualCdrom:
-			disk := hypervisor.Disk{CDROM: true, ReadOnly: true, Bus: "ide"}
+			// The drive counts when it holds an ISO.
 			if b, ok := x.Backing.(*types.VirtualCdromIsoBackingInfo); ok {
-				disk.Path, disk.Format = b.FileName, "iso"
+				out.Disks = append(out.Disks, hypervisor.Disk{CDROM: true, ReadOnly: true, Bus: "ide", Path: b.FileName, Format: "iso"})
 			}
-			out.Disks = append(out.Disks, disk)
 		case types.BaseVirtualEthernetCard:
 			card := x.GetVirtualEthernetCard()
 			nic := hypervisor.NIC{MAC: card.MacAddress, Model: devs.Type(d)}
