@@ -212,3 +212,50 @@ func (a *VMs) vmMedia(ctx context.Context, in VMRefInput, insert bool) error {
 	})
 	return driverFailure(err)
 }
+
+// VMISODeletePoolCopies deletes a deleted ISO's copies on the primary
+// pools of the zones (or all), as deleteIso removes its files from
+// secondary storage. A copy that the root volume of a VM still holding
+// the ISO sits beside (deleteIso with forced=true) stays, as do copies on
+// pools removed since (their volumes went with them). A copy gone already
+// is success.
+func (a *VMs) VMISODeletePoolCopies(ctx context.Context, in TemplateZonesInput) error {
+	var refs []models.TemplatePoolRef
+	q := a.DB.NewSelect().Model(&refs).Where("?TableAlias.template_id = ?", in.TemplateID)
+	if len(in.ZoneIDs) > 0 {
+		q = q.Join("JOIN storage_pools AS p ON p.id = ?TableAlias.pool_id").Where("p.zone_id IN (?)", bun.In(in.ZoneIDs))
+	}
+	if err := q.Scan(ctx); err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		used, err := a.DB.NewSelect().Model((*models.Volume)(nil)).
+			Join("JOIN vm_instances AS vm ON vm.id = ?TableAlias.instance_id").
+			Where("vm.iso_id = ? AND vm.removed IS NULL AND ?TableAlias.pool_id = ? AND ?TableAlias.volume_type = ?", in.TemplateID, ref.PoolID, models.VolumeRoot).
+			Where("?TableAlias.state NOT IN (?)", bun.In([]string{models.VolumeDestroy, models.VolumeExpunging, models.VolumeExpunged})).Exists(ctx)
+		if err != nil {
+			return err
+		}
+		if used {
+			continue
+		}
+		if ref.InstallPath != "" {
+			p, pd, drv, err := a.vmPool(ctx, ref.PoolID)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if err == nil && p.Removed.IsZero() {
+				_, err = callHeartbeating(ctx, func(ctx context.Context) (struct{}, error) {
+					return struct{}{}, drv.DeleteVolume(ctx, pd, ref.InstallPath)
+				})
+				if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+					return driverFailure(err)
+				}
+			}
+		}
+		if _, err := a.DB.NewDelete().Model((*models.TemplatePoolRef)(nil)).Where("id = ?", ref.ID).Exec(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -206,9 +206,16 @@ func TestKVMISO(t *testing.T) {
 	})
 
 	// What stays in the pool is the copies of the template and the ISO,
-	// made once per pool and kept for the next VM, as template copies are.
+	// made once per pool and kept for the next VM; deleteIso deletes the
+	// ISO's.
 	l := c.vols(t)
 	if strings.Count(l, c.poolDir) != 2 || !strings.Contains(l, "tmpl-"+c.templateID) || !strings.Contains(l, "tmpl-"+isoID) {
 		t.Fatalf("the pool holds more than the template and ISO copies:\n%s", l)
+	}
+	if _, err := cs.ISO.DeleteIso(cs.ISO.NewDeleteIsoParams(isoID)); err != nil {
+		t.Fatalf("deleteIso: %v", err)
+	}
+	if l := c.vols(t); strings.Count(l, c.poolDir) != 1 || !strings.Contains(l, "tmpl-"+c.templateID) {
+		t.Fatalf("after deleteIso the pool holds:\n%s", l)
 	}
 }

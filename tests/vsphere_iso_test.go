@@ -141,4 +141,17 @@ func TestVSphereISO(t *testing.T) {
 		}
 		expunge(t, vm.Id)
 	})
+
+	// deleteIso deletes the ISO's copies in the datastores too.
+	if !vsFileExists(t, c.sim, "LocalDS_0", "nimbus/iso-"+isoID+".iso") && !vsFileExists(t, c.sim, "LocalDS_1", "nimbus/iso-"+isoID+".iso") {
+		t.Fatal("no copy of the ISO in a datastore before deleteIso")
+	}
+	if _, err := cs.ISO.DeleteIso(cs.ISO.NewDeleteIsoParams(isoID)); err != nil {
+		t.Fatalf("deleteIso: %v", err)
+	}
+	for _, ds := range []string{"LocalDS_0", "LocalDS_1"} {
+		if vsFileExists(t, c.sim, ds, "nimbus/iso-"+isoID+".iso") {
+			t.Fatalf("the ISO's copy is left in %s after deleteIso", ds)
+		}
+	}
 }

@@ -709,6 +709,21 @@ func (p *Pool) DeleteVolume(ctx context.Context, pl storage.Pool, file string) e
 	if _, err := t.c.reattach(ctx, key); err != nil {
 		return classify("DeleteVolume", file, err)
 	}
+	if strings.HasSuffix(file, ".iso") {
+		// An ISO's copy (uploadISO) is a plain file, not a virtual disk.
+		err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
+			res, err := methods.DeleteDatastoreFile_Task(ctx, t.c.client(), &types.DeleteDatastoreFile_Task{
+				This: *t.c.client().ServiceContent.FileManager, Name: file, Datacenter: &v.dc})
+			if err != nil {
+				return types.ManagedObjectReference{}, err
+			}
+			return res.Returnval, nil
+		})
+		if err != nil && (fault.Is(err, &types.FileNotFound{}) || fault.Is(err, &types.NotFound{})) {
+			return nil
+		}
+		return classify("DeleteVolume", file, err)
+	}
 	err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
 		res, err := methods.DeleteVirtualDisk_Task(ctx, t.c.client(), &types.DeleteVirtualDisk_Task{This: v.vdm(), Name: file, Datacenter: &v.dc})
 		if err != nil {
