@@ -119,6 +119,13 @@ func TestVSphereISO(t *testing.T) {
 		}
 		_, err = cs.ISO.AttachIso(cs.ISO.NewAttachIsoParams(c.tpl, vm.Id))
 		wantVMErr(t, "attachIso of a template", err, 431, "not an ISO")
+		// An ISO whose download failed is not ready in the zone.
+		bp := cs.ISO.NewRegisterIsoParams("missing ISO", "missing", web.URL+"/missing.iso", c.zone)
+		bp.SetIspublic(true)
+		bad := vmtMust[*cloudstack.RegisterIsoResponse](t, "registerIso missing")(cs.ISO.RegisterIso(bp))
+		catJob(t, cs, bad.JobID, time.Minute)
+		_, err = cs.ISO.AttachIso(cs.ISO.NewAttachIsoParams(bad.Id, vm.Id))
+		wantVMErr(t, "attachIso of an ISO not downloaded", err, 431, "not ready in zone")
 
 		att, err := cs.ISO.AttachIso(cs.ISO.NewAttachIsoParams(isoID, vm.Id))
 		if err != nil || att.Isoid != isoID || att.Isoname != "tools" {
