@@ -356,6 +356,9 @@ type VMPlacement struct {
 	// CopyTemplate says the root volume's template is not on its pool yet
 	// (VMCopyTemplate has work to do).
 	CopyTemplate bool
+	// CopyISO says the VM's ISO is not on its root volume's pool yet
+	// (VMCopyISO has work to do).
+	CopyISO bool
 	// QuickProvision says the host's driver creates volumes from a template
 	// copy (an overlay or clone) and defines and starts a VM in seconds, so
 	// those steps may run as local activities (see QuickProvisionTypes).
@@ -813,6 +816,19 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 			out.CopyTemplate = !there
 		}
 	}
+	if vm.ISOID != 0 {
+		poolID, err := vmRootPool(ctx, a.DB, vm)
+		if err != nil {
+			return out, err
+		}
+		if poolID != 0 {
+			there, err := poolHasImage(ctx, a.DB, poolID, vm.ISOID)
+			if err != nil {
+				return out, err
+			}
+			out.CopyISO = !there
+		}
+	}
 	return out, nil
 }
 
@@ -927,17 +943,24 @@ func (a *VMs) VMCopyTemplate(ctx context.Context, in VMRefInput) error {
 	if root.State != models.VolumeAllocated || root.PoolID == 0 {
 		return nil
 	}
+	return a.copyImageToPool(ctx, vm, root.PoolID, vm.TemplateID)
+}
+
+// copyImageToPool copies a template or ISO from secondary storage of the
+// VM's zone to a primary pool once (heartbeating; the template_pool_refs
+// row records it, and concurrent copies agree through it).
+func (a *VMs) copyImageToPool(ctx context.Context, vm *models.VMInstance, poolID, templateID int64) error {
 	var ref models.TemplatePoolRef
-	err = a.DB.NewSelect().Model(&ref).Where("pool_id = ? AND template_id = ?", root.PoolID, vm.TemplateID).Limit(1).Scan(ctx)
+	err := a.DB.NewSelect().Model(&ref).Where("pool_id = ? AND template_id = ?", poolID, templateID).Limit(1).Scan(ctx)
 	switch {
 	case err == nil && ref.DownloadState == models.DownloadDownloaded && ref.InstallPath != "":
 		return nil
 	case errors.Is(err, sql.ErrNoRows):
-		ref = models.TemplatePoolRef{PoolID: root.PoolID, TemplateID: vm.TemplateID, DownloadState: models.DownloadNotDownloaded,
+		ref = models.TemplatePoolRef{PoolID: poolID, TemplateID: templateID, DownloadState: models.DownloadNotDownloaded,
 			State: models.ObjectAllocated, Created: models.Now(), LastUpdated: models.Now()}
 		if _, err := a.DB.NewInsert().Model(&ref).Exec(ctx); err != nil {
 			// Another deployment inserted it first: use that row.
-			if serr := a.DB.NewSelect().Model(&ref).Where("pool_id = ? AND template_id = ?", root.PoolID, vm.TemplateID).Limit(1).Scan(ctx); serr != nil {
+			if serr := a.DB.NewSelect().Model(&ref).Where("pool_id = ? AND template_id = ?", poolID, templateID).Limit(1).Scan(ctx); serr != nil {
 				return err
 			}
 		}
@@ -945,14 +968,14 @@ func (a *VMs) VMCopyTemplate(ctx context.Context, in VMRefInput) error {
 		return err
 	}
 	var t models.Template
-	if err := a.DB.NewSelect().Model(&t).Where("id = ?", vm.TemplateID).WhereAllWithDeleted().Limit(1).Scan(ctx); err != nil {
+	if err := a.DB.NewSelect().Model(&t).Where("id = ?", templateID).WhereAllWithDeleted().Limit(1).Scan(ctx); err != nil {
 		return err
 	}
 	src, err := a.templateSource(ctx, &t, vm.ZoneID)
 	if err != nil {
 		return err
 	}
-	_, pd, drv, err := a.vmPool(ctx, root.PoolID)
+	_, pd, drv, err := a.vmPool(ctx, poolID)
 	if err != nil {
 		return err
 	}
@@ -1190,10 +1213,12 @@ func (a *VMs) vmSpec(ctx context.Context, vm *models.VMInstance) (hypervisor.VMS
 			Format: strings.ToLower(v.Format), SizeBytes: v.Size, DeviceID: int(v.DeviceID), Bus: "virtio"})
 	}
 	if vm.ISOID != 0 {
-		var ref models.TemplateStoreRef
-		if err := a.DB.NewSelect().Model(&ref).Column("install_path").Where("template_id = ? AND download_state = ?", vm.ISOID, models.DownloadDownloaded).
-			Limit(1).Scan(ctx); err == nil {
-			spec.ISO = ref.InstallPath
+		cd, err := a.vmISODisk(ctx, vm)
+		if err != nil {
+			return spec, err
+		}
+		if cd.Path != "" {
+			spec.Disks = append(spec.Disks, cd)
 			spec.BootOrder = []hypervisor.BootDevice{hypervisor.BootCDROM, hypervisor.BootDisk}
 		}
 	}

@@ -7,7 +7,14 @@
 # KVM driver passes as the SMBIOS system SKU) to the serial console, then
 # reports the block devices it sees whenever they change (so a test can tell
 # a hot-plugged data volume arrived), and powers off on an ACPI power-button
-# press (so a graceful stop works).
+# press (so a graceful stop works). It says where it booted from
+# (source=disk, or source=iso from the ISO below) and reports its CD-ROM
+# drive's medium (its ISO 9660 volume id) whenever it changes, as
+# NIMBUS-TEST-GUEST-CDROM lines, so a test can tell an ISO was inserted or
+# ejected while the guest runs.
+#
+# The same kernel and initramfs also make a bootable ISO (isolinux), for
+# the tests that deploy from an ISO and attach one (volume id NIMBUSISO).
 #
 # The same kernel and initramfs are left beside the image (vmlinuz,
 # initrd.img) for the BareMetal tests, which PXE-boot them: when the kernel
@@ -17,7 +24,7 @@
 #
 #   scripts/build-test-template.sh [OUT_DIR]   # default .test-services/template
 #
-# Writes OUT_DIR/nimbus-test.qcow2 (and .raw, vmlinuz, initrd.img) and
+# Writes OUT_DIR/nimbus-test.qcow2 (and .raw, .iso, vmlinuz, initrd.img) and
 # prints the image's path. Safe to run again: files of the current version
 # are kept (bump version when the guest changes, so machines rebuild).
 set -euo pipefail
@@ -27,8 +34,8 @@ out=${1:-$root/.test-services/template}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 img=$out/nimbus-test.qcow2
-version=3 # 2: acpid has its /var/log, so the power button works; 3: kernel+initrd beside, PXE callback
-outputs=(nimbus-test.qcow2 nimbus-test.raw vmlinuz initrd.img)
+version=4 # 2: acpid has its /var/log, so the power button works; 3: kernel+initrd beside, PXE callback; 4: ISO, CD-ROM reports
+outputs=(nimbus-test.qcow2 nimbus-test.raw nimbus-test.iso vmlinuz initrd.img)
 missing=
 [ "$(cat "$out/nimbus-test.version" 2>/dev/null)" = "$version" ] || missing=1
 for f in "${outputs[@]}"; do [ -s "$out/$f" ] || missing=1; done
@@ -36,11 +43,12 @@ if [ -z "$missing" ]; then echo "$img"; exit 0; fi
 
 log() { echo "build-test-template: $*" >&2; }
 need=()
-for c in syslinux:syslinux mcopy:mtools mkfs.vfat:dosfstools qemu-img:qemu-utils cpio:cpio; do
+for c in syslinux:syslinux mcopy:mtools mkfs.vfat:dosfstools qemu-img:qemu-utils cpio:cpio xorriso:xorriso; do
 	command -v "${c%%:*}" >/dev/null || need+=("${c#*:}")
 done
 [ -x /bin/busybox ] && /bin/busybox --list | grep -qx insmod || need+=(busybox-static)
 [ -f /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || need+=(syslinux-common)
+[ -f /usr/lib/ISOLINUX/isolinux.bin ] || need+=(isolinux)
 if [ ${#need[@]} -gt 0 ]; then
 	log "installing ${need[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -85,6 +93,18 @@ for m in failover net_failover virtio_net; do
 	esac
 	echo "$m" >>ir/lib/modules/net-order
 done
+# The CD-ROM drive (IDE on the PC machine: the cloud kernel has no AHCI),
+# loaded after the boot marker so booting is no slower.
+for m in scsi_common scsi_mod libata ata_piix cdrom sr_mod; do
+	f=$(find k/lib/modules/"$kver" -name "$m.ko*" | head -1)
+	[ -n "$f" ] || continue # built in
+	case $f in
+	*.xz) xz -dc "$f" >ir/lib/modules/"$m".ko ;;
+	*.zst) zstd -qdc "$f" >ir/lib/modules/"$m".ko ;;
+	*) cp "$f" ir/lib/modules/"$m".ko ;;
+	esac
+	echo "$m" >>ir/lib/modules/cd-order
+done
 # udhcpc's lease hook: address and default route on the interface.
 cat >ir/etc/udhcpc.sh <<'DHCP'
 #!/bin/busybox sh
@@ -114,8 +134,27 @@ mount -t devtmpfs dev /dev 2>/dev/null
 while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </lib/modules/order
 name=$(cat /sys/class/dmi/id/product_sku 2>/dev/null)
 uuid=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)
-echo "NIMBUS-TEST-GUEST-BOOTED hostname=${name:-unknown} uuid=${uuid:-unknown}"
+source=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^nimbus.source=//p' | head -1)
+echo "NIMBUS-TEST-GUEST-BOOTED hostname=${name:-unknown} uuid=${uuid:-unknown} source=${source:-unknown}"
 acpid -f -c /etc/acpi -a /etc/acpid.conf &
+# The CD-ROM drive's medium, by its ISO 9660 volume id (32 bytes at
+# 0x8028); opening the drive makes the kernel look for a medium change.
+(
+	[ -f /lib/modules/cd-order ] && while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </lib/modules/cd-order
+	last=
+	while :; do
+		cds=
+		for d in /sys/block/sr*; do
+			[ -e "$d" ] || continue
+			n=${d##*/}
+			label=$(dd if="/dev/$n" bs=1 skip=32808 count=32 2>/dev/null | tr -d '\000' | sed 's/ *$//')
+			cds="$cds $n=${label:-empty}"
+		done
+		cds=${cds# }
+		if [ "${cds:-none}" != "$last" ]; then echo "NIMBUS-TEST-GUEST-CDROM ${cds:-none}"; last=${cds:-none}; fi
+		sleep 1
+	done
+) &
 callback=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^nimbus.callback=//p' | head -1)
 if [ -n "$callback" ]; then
 	(
@@ -156,7 +195,7 @@ TIMEOUT 0
 LABEL linux
   KERNEL vmlinuz
   INITRD initrd.img
-  APPEND console=ttyS0 quiet panic=-1
+  APPEND console=ttyS0 quiet panic=-1 nimbus.source=disk
 CFG
 truncate -s 32M disk.img
 mkfs.vfat -n NIMBUS disk.img >/dev/null
@@ -164,6 +203,23 @@ syslinux --install disk.img
 mcopy -i disk.img vmlinuz initrd.img syslinux.cfg ::/
 qemu-img convert -O qcow2 disk.img nimbus-test.qcow2
 mv disk.img nimbus-test.raw
+
+# The bootable ISO: isolinux (El Torito, no emulation) with the same
+# kernel and initramfs, telling the guest it booted from the ISO.
+mkdir -p iso/isolinux
+cp /usr/lib/ISOLINUX/isolinux.bin /usr/lib/syslinux/modules/bios/ldlinux.c32 iso/isolinux/
+cp vmlinuz initrd.img iso/
+cat >iso/isolinux/isolinux.cfg <<'CFG'
+DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL /vmlinuz
+  INITRD /initrd.img
+  APPEND console=ttyS0 quiet panic=-1 nimbus.source=iso
+CFG
+xorriso -as mkisofs -quiet -o nimbus-test.iso -V NIMBUSISO -b isolinux/isolinux.bin -c isolinux/boot.cat \
+	-no-emul-boot -boot-load-size 4 -boot-info-table iso 2>/dev/null
 # Each file is replaced by a rename: a test holding the old one open keeps
 # reading what it had.
 for f in "${outputs[@]}"; do

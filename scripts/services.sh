@@ -110,6 +110,8 @@ if ! virsh -c qemu:///system version >/dev/null 2>&1; then
 		exec libvirtd -d --pid-file "$1"' libvirtd "$state/libvirtd.pid"
 	wait_for 60 libvirtd virsh -c qemu:///system version
 fi
+# The test ISO (isolinux + xorriso) beside the template.
+{ command -v xorriso >/dev/null && [ -f /usr/lib/ISOLINUX/isolinux.bin ]; } || apt_install xorriso isolinux
 template=$("$root/scripts/build-test-template.sh" "$state/template")
 lxc_template=$("$root/scripts/build-test-lxc-template.sh" "$state/template")
 

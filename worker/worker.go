@@ -59,6 +59,8 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 
 	r.RegisterWorkflow(workflows.CreateVolume)
 	r.RegisterWorkflow(workflows.AttachVolume)
+	r.RegisterWorkflow(workflows.AttachISO)
+	r.RegisterWorkflow(workflows.DetachISO)
 	r.RegisterWorkflow(workflows.DetachVolume)
 	r.RegisterWorkflow(workflows.ResizeVolume)
 	r.RegisterWorkflow(workflows.MigrateVolume)

@@ -206,6 +206,14 @@ func (s *startVM) run(ctx workflow.Context) error {
 				return err
 			}
 		}
+		// The ISO in the VM's CD-ROM drive is read from the root volume's
+		// pool, copied there once like a template. Runs recorded before
+		// VMPlacement said so never copied it.
+		if pl.CopyISO && workflow.GetVersion(ctx, "vm-copy-iso", workflow.DefaultVersion, 1) == 1 {
+			if err := workflow.ExecuteActivity(withVMDriver(ctx, time.Hour), vmAct.VMCopyISO, ref).Get(ctx, nil); err != nil {
+				return err
+			}
+		}
 		if pl.BareMetal && workflow.GetVersion(ctx, "vm-baremetal-start", workflow.DefaultVersion, 1) == 1 {
 			if err := s.startBareMetal(ctx, ref); err != nil {
 				return err

@@ -168,6 +168,14 @@ func DeleteTemplate(ctx workflow.Context, in TemplateJobInput) (JobOutcome, erro
 				return JobOutcome{}, err
 			}
 		}
+		// An ISO's copies on primary pools go too (a template's stay: the
+		// root volumes made from it are overlays on them). Runs recorded
+		// before left them.
+		if in.ISO && workflow.GetVersion(ctx, "iso-delete-pool-copies", workflow.DefaultVersion, 1) == 1 {
+			if err := workflow.ExecuteActivity(withDriver(ctx, 10*time.Minute), vmAct.VMISODeletePoolCopies, zin).Get(ctx, nil); err != nil {
+				return JobOutcome{}, err
+			}
+		}
 		if err := workflow.ExecuteActivity(withInventory(ctx), tmplAct.TemplateFinishDelete, zin).Get(ctx, nil); err != nil {
 			return JobOutcome{}, err
 		}

@@ -64,6 +64,11 @@ type Driver interface {
 	// MigrateVM moves a VM to another host of the same cluster: live
 	// (running VM, opts.Live) or cold (stopped VM).
 	MigrateVM(ctx context.Context, src Host, vm VMRef, dst Host, opts MigrateOptions) error
+	// ChangeMedia puts the ISO cdrom names (cdrom.Pool and cdrom.Path, as
+	// for a disk) into the VM's CD-ROM drive, or empties the drive when
+	// cdrom.Path is "": live when the VM runs, and in its definition. The
+	// medium there already is success.
+	ChangeMedia(ctx context.Context, h Host, vm VMRef, cdrom Disk) error
 	// AttachVolume attaches a disk (live when the VM runs).
 	AttachVolume(ctx context.Context, h Host, vm VMRef, disk Disk) error
 	// DetachVolume detaches the disk with disk.Path (or disk.DeviceID).
@@ -182,14 +187,26 @@ type VMSpec struct {
 	OSType          string            `json:"osType,omitempty"`
 	Disks           []Disk            `json:"disks,omitempty"`
 	NICs            []NIC             `json:"nics,omitempty"`
-	BootOrder       []BootDevice      `json:"bootOrder,omitempty"` // empty = disk first
-	ISO             string            `json:"iso,omitempty"`       // path of an ISO to attach as CD-ROM, "" for none
+	BootOrder       []BootDevice      `json:"bootOrder,omitempty"` // empty = disk first (CD-ROM first when it holds an ISO)
 	UserData        string            `json:"userData,omitempty"`  // base64, as the API received it
 	ConsolePassword string            `json:"consolePassword,omitempty"`
 	Metadata        map[string]string `json:"metadata,omitempty"` // recorded with the VM (e.g. account, template)
 }
 
-// Disk is a volume as a VM sees it.
+// CDROM returns the VM's CD-ROM drive (the first Disk with CDROM set),
+// which holds an ISO when its Path is set.
+func (s VMSpec) CDROM() (Disk, bool) {
+	for _, d := range s.Disks {
+		if d.CDROM {
+			return d, true
+		}
+	}
+	return Disk{}, false
+}
+
+// Disk is a volume as a VM sees it, or a CD-ROM drive (CDROM, ReadOnly)
+// with the ISO at Path in Pool (a copy of the ISO on the VM's primary
+// storage), empty when Path is "".
 type Disk struct {
 	VolumeID  string `json:"volumeId,omitempty"` // inventory UUID of the volume
 	Pool      string `json:"pool,omitempty"`     // pool identity on the host (pool UUID/name, datastore)

@@ -74,6 +74,11 @@ func (u Unsupported) MigrateVM(context.Context, Host, VMRef, Host, MigrateOption
 	return u.unsupported("MigrateVM")
 }
 
+// ChangeMedia is not supported.
+func (u Unsupported) ChangeMedia(context.Context, Host, VMRef, Disk) error {
+	return u.unsupported("ChangeMedia")
+}
+
 // AttachVolume is not supported.
 func (u Unsupported) AttachVolume(context.Context, Host, VMRef, Disk) error {
 	return u.unsupported("AttachVolume")

@@ -461,6 +461,60 @@ func sameDisk(x diskXML, disk hypervisor.Disk) bool {
 	return !got.CDROM && disk.DeviceID > 0 && got.DeviceID == disk.DeviceID
 }
 
+// ChangeMedia puts an ISO into the VM's CD-ROM drive, or empties it
+// (cdrom.Path ""): in the definition and, when the VM runs, live (QEMU
+// opens the tray, swaps the medium and closes it; the guest sees a media
+// change). The medium there already is success.
+func (d *Driver) ChangeMedia(ctx context.Context, h hypervisor.Host, vm hypervisor.VMRef, cdrom hypervisor.Disk) error {
+	if d.typ == hypervisor.TypeLXC {
+		return d.wrap("ChangeMedia", vm.String(), hypervisor.NewError(hypervisor.ErrNotSupported, "containers have no CD-ROM drive"))
+	}
+	return d.run(ctx, h, "ChangeMedia", vm.String(), func(ctx context.Context, l *golibvirt.Libvirt) error {
+		dom, err := lookup(l, vm)
+		if err != nil {
+			return err
+		}
+		flags, _, err := affect(l, dom)
+		if err != nil {
+			return err
+		}
+		cur, err := l.DomainGetXMLDesc(dom, 0)
+		if err != nil {
+			return err
+		}
+		dx, err := parseDomain(cur)
+		if err != nil {
+			return err
+		}
+		var drive *diskXML
+		for i := range dx.Devices.Disks {
+			if dx.Devices.Disks[i].Device == "cdrom" {
+				drive = &dx.Devices.Disks[i]
+				break
+			}
+		}
+		if drive == nil {
+			// Nimbus defines every VM with a drive; an IDE drive cannot be
+			// plugged into a running guest.
+			return hypervisor.NewError(hypervisor.ErrInvalid, "vm %s has no CD-ROM drive", vm)
+		}
+		got := drive.disk()
+		if got.Path == cdrom.Path && (cdrom.Path == "" || cdrom.Pool == "" || got.Pool == cdrom.Pool) {
+			return nil
+		}
+		cdrom.CDROM = true
+		x := cdromOf(cdrom)
+		x.Target = drive.Target
+		dev, err := diskDeviceXML(x)
+		if err != nil {
+			return err
+		}
+		// Forced: a guest that locked the tray still has the medium changed,
+		// as an administrator asked.
+		return l.DomainUpdateDeviceFlags(dom, dev, golibvirt.DomainDeviceModifyFlags(flags)|golibvirt.DomainDeviceModifyForce)
+	})
+}
+
 // AttachVolume attaches a disk to the VM's definition and, when it runs,
 // to the guest. Attaching an attached disk is success.
 func (d *Driver) AttachVolume(ctx context.Context, h hypervisor.Host, vm hypervisor.VMRef, disk hypervisor.Disk) error {

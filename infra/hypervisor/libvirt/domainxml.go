@@ -454,9 +454,9 @@ func hvmDomain(d *domainXML, spec hypervisor.VMSpec, p domainParams) error {
 		}
 		d.Devices.Disks = append(d.Devices.Disks, x)
 	}
-	if spec.ISO != "" || !hasCDROM(spec) {
-		// An empty CD-ROM drive too, so an ISO can be inserted later.
-		d.Devices.Disks = append(d.Devices.Disks, cdromOf(spec.ISO))
+	if _, ok := spec.CDROM(); !ok {
+		// An empty CD-ROM drive, so an ISO can be inserted later.
+		d.Devices.Disks = append(d.Devices.Disks, cdromOf(hypervisor.Disk{CDROM: true}))
 	}
 	if virtioSCSI {
 		d.Devices.Controllers = append(d.Devices.Controllers, controllerXML{Type: "scsi", Index: "0", Model: "virtio-scsi"})
@@ -510,15 +510,6 @@ func cpuOf(p domainParams) *cpuXML {
 	return nil
 }
 
-func hasCDROM(spec hypervisor.VMSpec) bool {
-	for _, d := range spec.Disks {
-		if d.CDROM {
-			return true
-		}
-	}
-	return false
-}
-
 func bootOrder(spec hypervisor.VMSpec) []string {
 	var out []string
 	seen := map[string]bool{}
@@ -531,8 +522,9 @@ func bootOrder(spec hypervisor.VMSpec) []string {
 	}
 	if len(out) == 0 {
 		out = []string{"hd"}
-		if spec.ISO != "" {
-			// A VM deployed from an ISO installs from it; its disk is empty.
+		if cd, ok := spec.CDROM(); ok && cd.Path != "" {
+			// A VM deployed from an ISO installs from it (its disk is
+			// empty), and an ISO attached is booted from, as CloudStack does.
 			out = []string{"cdrom", "hd"}
 		}
 	}
@@ -581,11 +573,7 @@ func diskFormat(d hypervisor.Disk) string {
 // an absolute path is a plain file (or block device under /dev).
 func diskOf(d hypervisor.Disk, p domainParams) (diskXML, error) {
 	if d.CDROM {
-		x := cdromOf(d.Path)
-		if d.DeviceID > 0 {
-			x.Target.Dev = diskTarget("ide", d.DeviceID)
-		}
-		return x, nil
+		return cdromOf(d), nil
 	}
 	bus := d.Bus
 	if bus == "" {
@@ -636,11 +624,23 @@ func diskSerial(volumeID string) string {
 	return s
 }
 
-func cdromOf(iso string) diskXML {
+// cdromOf renders a CD-ROM drive: IDE (every guest kernel has a driver
+// for the PC machine's IDE controller; the drive stays for media changes,
+// which IDE allows live), hdc unless a device id says otherwise, holding
+// the ISO volume of a pool, or a file, or nothing.
+func cdromOf(d hypervisor.Disk) diskXML {
 	x := diskXML{Type: "file", Device: "cdrom", Driver: &diskDriverXML{Name: "qemu", Type: "raw"},
 		Target: diskTargetXML{Dev: "hdc", Bus: "ide"}, ReadOnly: &struct{}{}}
-	if iso != "" {
-		x.Source = &diskSourceXML{File: iso}
+	if d.DeviceID > 0 {
+		x.Target.Dev = diskTarget("ide", d.DeviceID)
+	}
+	switch {
+	case d.Path == "":
+	case d.Pool != "":
+		x.Type = "volume"
+		x.Source = &diskSourceXML{Pool: d.Pool, Volume: d.Path}
+	default:
+		x.Source = &diskSourceXML{File: d.Path}
 	}
 	return x
 }

@@ -46,10 +46,18 @@ func TestDomainXMLGolden(t *testing.T) {
 		"kvm-scalable": {spec: func() hypervisor.VMSpec {
 			s := baseSpec()
 			s.MaxVCPUs, s.MaxMemoryBytes = 8, 4<<30
-			s.ISO = "/mnt/iso/debian.iso"
+			s.Disks = append(s.Disks, hypervisor.Disk{CDROM: true, ReadOnly: true, Path: "/mnt/iso/debian.iso"})
 			s.BootOrder = []hypervisor.BootDevice{hypervisor.BootCDROM, hypervisor.BootDisk}
 			return s
 		}, params: domainParams{Type: hypervisor.TypeKVM, DomainType: "kvm", Arch: "x86_64", CPUMode: "custom", CPUModel: "Skylake-Server", Machine: "pc"}},
+		// Deployed from an ISO: a blank root disk and the ISO's copy on the
+		// same pool in the CD-ROM drive, booted first.
+		"kvm-iso": {spec: func() hypervisor.VMSpec {
+			s := baseSpec()
+			s.Disks = append(s.Disks[:1], hypervisor.Disk{CDROM: true, ReadOnly: true, Format: "raw",
+				Pool: "3d5e6f70-8192-4a3b-9c4d-5e6f708192a3", Path: "tmpl-9a8b7c6d-0000-4000-8000-00000000150a"})
+			return s
+		}, params: domainParams{Type: hypervisor.TypeKVM, DomainType: "qemu", Arch: "x86_64", CPUMode: "host-model"}},
 		"kvm-vlan-linux-bridge": {spec: func() hypervisor.VMSpec {
 			s := baseSpec()
 			s.Disks = s.Disks[:1]

@@ -149,7 +149,7 @@ func encodeSpec(s *hypervisor.VMSpec) []byte {
 	for _, b := range s.BootOrder {
 		e.str(string(b))
 	}
-	e.str(s.ISO)
+	e.str("") // was the ISO's path; the CD-ROM is one of Disks now
 	e.str(s.UserData)
 	e.str(s.ConsolePassword)
 	e.uint(uint64(len(s.Metadata)))
@@ -228,7 +228,11 @@ func decodeSpec(b []byte) (*hypervisor.VMSpec, error) {
 			s.BootOrder[i] = hypervisor.BootDevice(d.str())
 		}
 	}
-	s.ISO, s.UserData, s.ConsolePassword = d.str(), d.str(), d.str()
+	// Specs recorded before the CD-ROM became a Disk kept the ISO here.
+	if iso := d.str(); iso != "" {
+		s.Disks = append(s.Disks, hypervisor.Disk{CDROM: true, ReadOnly: true, Path: iso})
+	}
+	s.UserData, s.ConsolePassword = d.str(), d.str()
 	if n := d.count(); n > 0 {
 		s.Metadata = make(map[string]string, n)
 		for range n {

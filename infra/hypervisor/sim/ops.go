@@ -419,6 +419,28 @@ func (d *Driver) AttachVolume(ctx context.Context, h hypervisor.Host, ref hyperv
 	})
 }
 
+// ChangeMedia puts an ISO into the VM's CD-ROM drive (adding the drive
+// when the VM has none) or empties it (cdrom.Path ""); the medium there
+// already is success.
+func (d *Driver) ChangeMedia(ctx context.Context, h hypervisor.Host, ref hypervisor.VMRef, cdrom hypervisor.Disk) error {
+	const op = "ChangeMedia"
+	return d.change(ctx, op, h, ref, func(sh *host, v *vm, spec *hypervisor.VMSpec) (*hypervisor.VMSpec, error) {
+		cdrom.CDROM, cdrom.ReadOnly = true, true
+		i := slices.IndexFunc(spec.Disks, func(dk hypervisor.Disk) bool { return dk.CDROM })
+		switch {
+		case i < 0 && cdrom.Path == "":
+			return nil, nil
+		case i < 0:
+			spec.Disks = append(spec.Disks, cdrom)
+		case spec.Disks[i].Path == cdrom.Path && spec.Disks[i].Pool == cdrom.Pool:
+			return nil, nil
+		default:
+			spec.Disks[i] = cdrom
+		}
+		return spec, nil
+	})
+}
+
 // DetachVolume removes the disk with disk.Path (or, without a path,
 // disk.DeviceID); a disk not attached is success. The root disk of a
 // running VM stays.

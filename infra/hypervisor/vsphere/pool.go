@@ -716,6 +716,21 @@ func (p *Pool) DeleteVolume(ctx context.Context, pl storage.Pool, file string) e
 	if _, err := t.c.reattach(ctx, key); err != nil {
 		return classify("DeleteVolume", file, err)
 	}
+	if strings.HasSuffix(file, ".iso") {
+		// An ISO's copy (uploadISO) is a plain file, not a virtual disk.
+		err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
+			res, err := methods.DeleteDatastoreFile_Task(ctx, t.c.client(), &types.DeleteDatastoreFile_Task{
+				This: *t.c.client().ServiceContent.FileManager, Name: file, Datacenter: &v.dc})
+			if err != nil {
+				return types.ManagedObjectReference{}, err
+			}
+			return res.Returnval, nil
+		})
+		if err != nil && (fault.Is(err, &types.FileNotFound{}) || fault.Is(err, &types.NotFound{})) {
+			return nil
+		}
+		return classify("DeleteVolume", file, err)
+	}
 	err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
 		res, err := methods.DeleteVirtualDisk_Task(ctx, t.c.client(), &types.DeleteVirtualDisk_Task{This: v.vdm(), Name: file, Datacenter: &v.dc})
 		if err != nil {
@@ -872,6 +887,9 @@ func (p *Pool) CopyTemplateToPool(ctx context.Context, tpl storage.Template, pl 
 	if err != nil {
 		return storage.Volume{}, err
 	}
+	if strings.EqualFold(tpl.Format, "iso") {
+		return p.uploadISO(ctx, t, tpl, pr)
+	}
 	if f := strings.ToLower(tpl.Format); f != "ova" {
 		return storage.Volume{}, hypervisor.Errorf(driverName, "CopyTemplateToPool", tpl.ID, hypervisor.ErrNotSupported, "VMware templates are OVA, not %s", tpl.Format)
 	}
@@ -930,6 +948,47 @@ func (p *Pool) CopyTemplateToPool(ctx context.Context, tpl storage.Template, pl 
 		return storage.Volume{}, classify("CopyTemplateToPool", name, err)
 	}
 	return t.templateVolume(&vm)
+}
+
+// uploadISO copies an ISO from secondary storage into the datastore's
+// volume folder as iso-<template uuid>.iso (HTTP PUT to the datastore, as
+// govc datastore.upload does), which a VM's CD-ROM drive is backed by; a
+// file of the same size there already is the copy. Deleting the pool
+// deletes the folder, and the ISO with it.
+func (p *Pool) uploadISO(ctx context.Context, t *dsTarget, tpl storage.Template, pr storage.ProgressFunc) (storage.Volume, error) {
+	const op = "CopyTemplateToPool"
+	if tpl.ID == "" {
+		return storage.Volume{}, hypervisor.Errorf(driverName, op, tpl.Source.Path, hypervisor.ErrInvalid, "ISO has no id")
+	}
+	dir, _, err := storage.LocalDir(tpl.Source.Store.URL, p.mountRoot)
+	if err != nil {
+		return storage.Volume{}, err
+	}
+	file := path.Join(dir, path.Clean("/"+tpl.Source.Path))
+	fi, err := os.Stat(file)
+	if err != nil {
+		return storage.Volume{}, hypervisor.Errorf(driverName, op, tpl.ID, hypervisor.ErrNotFound, "ISO file: %v", err)
+	}
+	rel := path.Join(VolumeFolder, "iso-"+tpl.ID+".iso")
+	dsPath := (&object.DatastorePath{Datastore: t.dsName, Path: rel}).String()
+	out := storage.Volume{Path: dsPath, Pool: t.dsName, Format: "iso", SizeBytes: fi.Size(), Template: true}
+	ds := object.NewDatastore(t.c.client(), t.ds)
+	ds.InventoryPath, ds.DatacenterPath = "/"+t.dcName+"/datastore/"+t.dsName, t.dcName
+	if have, err := ds.Stat(ctx, rel); err == nil && have.GetFileInfo().FileSize == fi.Size() {
+		pr.Report(fi.Size(), fi.Size())
+		return out, nil
+	}
+	fm := object.NewFileManager(t.c.client())
+	if err := fm.MakeDirectory(ctx, "["+t.dsName+"] "+VolumeFolder, t.dc, true); err != nil && !fault.Is(err, &types.FileAlreadyExists{}) {
+		return storage.Volume{}, classify(op, dsPath, err)
+	}
+	up := soap.DefaultUpload // PUT
+	up.ContentLength = fi.Size()
+	if err := ds.UploadFile(ctx, file, rel, &up); err != nil {
+		return storage.Volume{}, classify(op, dsPath, err)
+	}
+	pr.Report(fi.Size(), fi.Size())
+	return out, nil
 }
 
 func (t *dsTarget) templateVolume(vm *mo.VirtualMachine) (storage.Volume, error) {

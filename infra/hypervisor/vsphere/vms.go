@@ -109,6 +109,11 @@ func (t *hostTarget) info(h hypervisor.Host, vm *mo.VirtualMachine) hypervisor.V
 				disk.DeviceID = deviceIDOf(*x.UnitNumber)
 			}
 			out.Disks = append(out.Disks, disk)
+		case *types.VirtualCdrom:
+			// The drive counts when it holds an ISO.
+			if b, ok := x.Backing.(*types.VirtualCdromIsoBackingInfo); ok {
+				out.Disks = append(out.Disks, hypervisor.Disk{CDROM: true, ReadOnly: true, Bus: "ide", Path: b.FileName, Format: "iso"})
+			}
 		case types.BaseVirtualEthernetCard:
 			card := x.GetVirtualEthernetCard()
 			nic := hypervisor.NIC{MAC: card.MacAddress, Model: devs.Type(d)}
@@ -274,6 +279,22 @@ func (t *hostTarget) configSpec(ctx context.Context, spec hypervisor.VMSpec) (ty
 		key--
 		changes = append(changes, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: dev})
 	}
+	{
+		// Every VM gets a drive (empty without an ISO), on the first IDE
+		// controller, which every VM has (key 200): IDE devices cannot be
+		// added to a running VM, and attachIso changes the medium live. A
+		// blank root disk does not boot, so the BIOS goes on to the ISO.
+		cd, _ := spec.CDROM()
+		ide := &types.VirtualIDEController{VirtualController: types.VirtualController{VirtualDevice: types.VirtualDevice{Key: 200}}}
+		dev, err := object.VirtualDeviceList{}.CreateCdrom(ide)
+		if err != nil {
+			return cs, hypervisor.Errorf(driverName, "DefineVM", spec.Name, hypervisor.ErrInvalid, "%v", err)
+		}
+		dev.Key = key
+		key--
+		setMedia(dev, cd.Path)
+		changes = append(changes, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: dev})
+	}
 	for _, n := range spec.NICs {
 		b, err := t.nicBacking(ctx, n)
 		if err != nil {
@@ -308,10 +329,6 @@ func (t *hostTarget) configSpec(ctx context.Context, spec hypervisor.VMSpec) (ty
 func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hypervisor.VMSpec) (hypervisor.VMInfo, error) {
 	if err := spec.Validate(); err != nil {
 		return hypervisor.VMInfo{}, err
-	}
-	if spec.ISO != "" {
-		return hypervisor.VMInfo{}, hypervisor.Errorf(driverName, "DefineVM", spec.Name, hypervisor.ErrNotSupported,
-			"booting an ISO is not supported by the VMware driver yet")
 	}
 	t, err := d.host(ctx, h)
 	if err != nil {
@@ -727,7 +744,7 @@ func (d *Driver) AttachVolume(ctx context.Context, h hypervisor.Host, r hypervis
 		return err
 	}
 	if disk.CDROM {
-		return hypervisor.Errorf(driverName, "AttachVolume", r.String(), hypervisor.ErrNotSupported, "attaching an ISO is not supported by the VMware driver yet")
+		return hypervisor.Errorf(driverName, "AttachVolume", r.String(), hypervisor.ErrInvalid, "an ISO goes into the CD-ROM drive (ChangeMedia), not in a disk slot")
 	}
 	ref, err := t.mustVM(ctx, "AttachVolume", r)
 	if err != nil {
@@ -776,6 +793,68 @@ func (d *Driver) AttachVolume(ctx context.Context, h hypervisor.Host, r hypervis
 		Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: diskDevice(disk.Path, ck, -1, unit),
 	}}}
 	return classify("AttachVolume", r.String(), t.reconfigure(ctx, "attach:"+ref.Value+":"+disk.Path, ref, cs))
+}
+
+// setMedia backs a CD-ROM drive with an ISO file on a datastore ([ds]
+// path), connected at power-on, or empties it ("").
+func setMedia(dev *types.VirtualCdrom, iso string) {
+	if iso == "" {
+		dev.Backing = &types.VirtualCdromRemotePassthroughBackingInfo{VirtualDeviceRemoteDeviceBackingInfo: types.VirtualDeviceRemoteDeviceBackingInfo{}}
+		dev.Connectable = &types.VirtualDeviceConnectInfo{AllowGuestControl: true}
+		return
+	}
+	dev.Backing = &types.VirtualCdromIsoBackingInfo{VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: iso}}
+	dev.Connectable = &types.VirtualDeviceConnectInfo{AllowGuestControl: true, StartConnected: true, Connected: true}
+}
+
+// ChangeMedia backs the VM's CD-ROM drive with the ISO file cdrom.Path
+// ([datastore] path) or empties it (cdrom.Path ""), live when the VM runs
+// (ReconfigVM edit of the drive). A VM without a drive gets one while it
+// is powered off. The medium there already is success.
+func (d *Driver) ChangeMedia(ctx context.Context, h hypervisor.Host, r hypervisor.VMRef, cdrom hypervisor.Disk) error {
+	t, err := d.host(ctx, h)
+	if err != nil {
+		return err
+	}
+	ref, err := t.mustVM(ctx, "ChangeMedia", r)
+	if err != nil {
+		return err
+	}
+	vm, err := t.vm(ctx, ref)
+	if err != nil {
+		return err
+	}
+	devs := object.VirtualDeviceList(vm.Config.Hardware.Device)
+	op := types.VirtualDeviceConfigSpecOperationEdit
+	var dev *types.VirtualCdrom
+	if cds := devs.SelectByType((*types.VirtualCdrom)(nil)); len(cds) > 0 {
+		dev = cds[0].(*types.VirtualCdrom)
+		cur := ""
+		if b, ok := dev.Backing.(*types.VirtualCdromIsoBackingInfo); ok {
+			cur = b.FileName
+		}
+		if cur == cdrom.Path {
+			return nil
+		}
+	} else {
+		if cdrom.Path == "" {
+			return nil
+		}
+		if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOff {
+			return hypervisor.Errorf(driverName, "ChangeMedia", r.String(), hypervisor.ErrInvalid, "the running VM has no CD-ROM drive; stop it first")
+		}
+		ide, err := devs.FindIDEController("")
+		if err != nil {
+			return hypervisor.Errorf(driverName, "ChangeMedia", r.String(), hypervisor.ErrInvalid, "%v", err)
+		}
+		if dev, err = devs.CreateCdrom(ide); err != nil {
+			return hypervisor.Errorf(driverName, "ChangeMedia", r.String(), hypervisor.ErrInvalid, "%v", err)
+		}
+		op = types.VirtualDeviceConfigSpecOperationAdd
+	}
+	setMedia(dev, cdrom.Path)
+	cs := types.VirtualMachineConfigSpec{DeviceChange: []types.BaseVirtualDeviceConfigSpec{&types.VirtualDeviceConfigSpec{Operation: op, Device: dev}}}
+	return classify("ChangeMedia", r.String(), t.reconfigure(ctx, "media:"+ref.Value+":"+cdrom.Path, ref, cs))
 }
 
 // DetachVolume detaches a disk by path (or device id) without deleting
