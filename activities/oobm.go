@@ -18,6 +18,7 @@ import (
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/bmc"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor/baremetal"
 	"github.com/nimbus-cloud/nimbus/infra/secrets"
 	"github.com/nimbus-cloud/nimbus/models"
 )
@@ -154,13 +155,27 @@ func OOBMURL(ctx context.Context, db bun.IDB, r *models.OutOfBandManagement) (u 
 	return "", false, fmt.Errorf("out-of-band management driver %q is not available (ipmitool or redfish)", r.Driver)
 }
 
-// oobmBMC is how the record's BMC is reached, its password decrypted.
+// oobmBMC is how the record's BMC is reached, its password decrypted. A
+// BareMetal host's is its URL pointed at the record (bareMetalOverlay), so
+// the URL's tuning (insecure, power_timeout) still applies.
 func (d Deps) oobmBMC(ctx context.Context, h *models.Host, r *models.OutOfBandManagement) (bmc.BMC, bmc.Driver, error) {
+	var b bmc.BMC
+	if h.HypervisorType == models.HypervisorBareMetal {
+		_, target, err := (&Hosts{Deps: d}).hostTarget(ctx, h.UUID)
+		if err != nil {
+			return b, nil, err
+		}
+		if b, err = baremetal.BMCOf(target); err != nil {
+			return b, nil, oobmFail("%s", err.Error())
+		}
+		drv, err := d.bmcDriver(b.Provider)
+		return b, drv, err
+	}
 	u, insecure, err := OOBMURL(ctx, d.DB, r)
 	if err != nil {
 		return bmc.BMC{}, nil, oobmFail("%s", err.Error())
 	}
-	b, err := bmc.ParseURL(u)
+	b, err = bmc.ParseURL(u)
 	if err != nil {
 		return b, nil, oobmFail("%s", err.Error())
 	}
@@ -173,15 +188,21 @@ func (d Deps) oobmBMC(ctx context.Context, h *models.Host, r *models.OutOfBandMa
 			return b, nil, oobmFail("cannot decrypt the host's out-of-band management password: %v", err)
 		}
 	}
+	drv, err := d.bmcDriver(b.Provider)
+	return b, drv, err
+}
+
+// bmcDriver is the worker's driver of a BMC provider.
+func (d Deps) bmcDriver(provider string) (bmc.Driver, error) {
 	get := defaultBMCs.Get
 	if d.BMCs != nil {
 		get = d.BMCs
 	}
-	drv, err := get(b.Provider)
+	drv, err := get(provider)
 	if err != nil {
-		return b, nil, driverFailure(err)
+		return nil, driverFailure(err)
 	}
-	return b, drv, nil
+	return drv, nil
 }
 
 func (a *OOBM) host(ctx context.Context, uuid string) (*models.Host, error) {

@@ -221,5 +221,24 @@ func TestOutOfBandManagement(t *testing.T) {
 		t.Fatalf("the BMC's password is %q after the change", rf.Password())
 	}
 	wantPower(id2, "OFF", "Off") // with the stored new password
+	// ---- a BareMetal host: addHost fills its record, enabled ----
+	bmc, err := cs.Cluster.AddCluster(cs.Cluster.NewAddClusterParams("oobm-bm", "CloudManaged", "BareMetal", c.podID, z.Id))
+	must("addCluster BareMetal", err)
+	ap := cs.Host.NewAddHostParams("BareMetal", c.podID, sim.URL+"?mac=52:54:00:aa:bb:01&cpunumber=2&cpuspeed=2000&memory=4096", z.Id)
+	ap.SetClusterid(bmc.Id)
+	ap.SetUsername(sim.User)
+	ap.SetPassword(sim.Pass)
+	bh, err := cs.Host.AddHost(ap)
+	must("addHost BareMetal", err)
+	lp = cs.Host.NewListHostsParams()
+	lp.SetId(bh.Id)
+	lh, err = cs.Host.ListHosts(lp)
+	must("listHosts BareMetal", err)
+	if o := lh.Hosts[0].Outofbandmanagement; !o.Enabled || o.Driver != "ipmitool" || o.Address != "127.0.0.1" || o.Port != port || o.Username != sim.User || o.Password != "" {
+		t.Errorf("BareMetal host's outofbandmanagement = %+v", o)
+	}
+	sim.SetPower(t, false)
+	wantPower(bh.Id, "STATUS", "Off")
+
 	t.Logf("ipmi_sim chassis calls: %d; redfish logins: %d, resets %q", len(sim.Calls()), rf.Logins(), rf.Resets())
 }

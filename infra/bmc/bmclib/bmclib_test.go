@@ -311,39 +311,50 @@ func TestSessionCache(t *testing.T) {
 	wantErr(t, "ipmi password", err, bmc.ErrNotSupported, "cannot change a BMC user's password")
 }
 
-// BenchmarkSessions measures what the session cache saves on ipmi_sim:
-// PowerStatus with a session per call against a cached session, in one
-// process, and reports the ratio (uncached time / cached time).
+// BenchmarkSessions measures what the session cache saves: PowerStatus
+// with a session per call against a cached session, in one process, on
+// ipmi_sim (IPMI) and on the test Redfish service, and reports the ratio
+// (uncached time / cached time) of each.
 //
 //	go test ./infra/bmc/bmclib/ -run '^$' -bench Sessions -benchtime 40x
 func BenchmarkSessions(b *testing.B) {
 	sim := bmctest.StartIPMISim(b, bmctest.IPMIOptions{})
-	target := bmc.BMC{Address: sim.URL, Username: sim.User, Password: sim.Pass}
-	ctx := context.Background()
-	per := map[string]time.Duration{}
-	for _, mode := range []string{"uncached", "cached"} {
-		idle := "0"
-		if mode == "cached" {
-			idle = "5m"
-		}
-		d, err := bmclib.New("ipmi", bmc.Config{Options: map[string]string{"session_idle": idle}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := d.PowerStatus(ctx, target); err != nil { // warm: ipmitool in the page cache, session open
-			b.Fatal(err)
-		}
-		start := time.Now()
-		for range b.N {
-			if _, err := d.PowerStatus(ctx, target); err != nil {
-				b.Fatal(err)
+	rf := bmctest.StartRedfish(b, bmctest.RedfishOptions{})
+	for _, tc := range []struct {
+		provider string
+		target   bmc.BMC
+	}{
+		{"ipmi", bmc.BMC{Address: sim.URL, Username: sim.User, Password: sim.Pass}},
+		{"redfish", bmc.BMC{Address: rf.URL, Username: "admin", Password: "password", Insecure: true}},
+	} {
+		b.Run(tc.provider, func(b *testing.B) {
+			ctx := context.Background()
+			per := map[string]time.Duration{}
+			for _, mode := range []string{"uncached", "cached"} {
+				idle := "0"
+				if mode == "cached" {
+					idle = "5m"
+				}
+				d, err := bmclib.New(tc.provider, bmc.Config{Options: map[string]string{"session_idle": idle}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := d.PowerStatus(ctx, tc.target); err != nil { // warm: ipmitool in the page cache, session open
+					b.Fatal(err)
+				}
+				start := time.Now()
+				for range b.N {
+					if _, err := d.PowerStatus(ctx, tc.target); err != nil {
+						b.Fatal(err)
+					}
+				}
+				per[mode] = time.Since(start) / time.Duration(b.N)
+				b.Logf("%s %s: %s per PowerStatus (%+v)", tc.provider, mode, per[mode], d.Sessions())
+				d.Close()
 			}
-		}
-		per[mode] = time.Since(start) / time.Duration(b.N)
-		b.Logf("%s: %s per PowerStatus (%+v)", mode, per[mode], d.Sessions())
-		d.Close()
+			b.ReportMetric(float64(per["uncached"].Microseconds())/1000, "ms/uncached")
+			b.ReportMetric(float64(per["cached"].Microseconds())/1000, "ms/cached")
+			b.ReportMetric(float64(per["uncached"])/float64(per["cached"]), "speedup")
+		})
 	}
-	b.ReportMetric(float64(per["uncached"].Microseconds())/1000, "ms/uncached")
-	b.ReportMetric(float64(per["cached"].Microseconds())/1000, "ms/cached")
-	b.ReportMetric(float64(per["uncached"])/float64(per["cached"]), "speedup")
 }
