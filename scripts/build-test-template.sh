@@ -34,7 +34,7 @@ out=${1:-$root/.test-services/template}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 img=$out/nimbus-test.qcow2
-version=4 # 2: acpid has its /var/log, so the power button works; 3: kernel+initrd beside, PXE callback; 4: ISO, CD-ROM reports
+version=5 # 2: acpid has its /var/log, so the power button works; 3: kernel+initrd beside, PXE callback; 4: ISO, CD-ROM reports; 5: acpid runs before the marker
 outputs=(nimbus-test.qcow2 nimbus-test.raw nimbus-test.iso vmlinuz initrd.img)
 missing=
 [ "$(cat "$out/nimbus-test.version" 2>/dev/null)" = "$version" ] || missing=1
@@ -135,8 +135,11 @@ while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </lib/modules/
 name=$(cat /sys/class/dmi/id/product_sku 2>/dev/null)
 uuid=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)
 source=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^nimbus.source=//p' | head -1)
-echo "NIMBUS-TEST-GUEST-BOOTED hostname=${name:-unknown} uuid=${uuid:-unknown} source=${source:-unknown}"
+# acpid first: the marker tells tests the guest is up, and a power-button
+# press (a stop, a reboot) right after it must not be lost.
 acpid -f -c /etc/acpi -a /etc/acpid.conf &
+usleep 300000
+echo "NIMBUS-TEST-GUEST-BOOTED hostname=${name:-unknown} uuid=${uuid:-unknown} source=${source:-unknown}"
 # The CD-ROM drive's medium, by its ISO 9660 volume id (32 bytes at
 # 0x8028); opening the drive makes the kernel look for a medium change.
 (
