@@ -54,7 +54,7 @@ type Pool struct {
 	s         *sessions
 	mountRoot string
 	imports   sync.Map // template VM name -> *sync.Mutex: one import at a time per datastore
-	helpers   sync.Map // disk helper VM id -> *sync.Mutex: one device change at a time
+	helpers   sync.Map // datastore id -> *helperSlots: one linked clone at a time per helper VM
 }
 
 // NewPool returns the driver; Options "mountroot" is where NFS image
@@ -220,7 +220,7 @@ func (p *Pool) DeletePool(ctx context.Context, pl storage.Pool) error {
 		}
 		for _, vm := range vms {
 			mine := strings.HasPrefix(vm.Name, TemplatePrefix) && strings.HasSuffix(vm.Name, "-"+t.ds.Value)
-			if !mine && vm.Name != helperName(t.ds) {
+			if !mine && !isHelperName(t.ds, vm.Name) {
 				continue
 			}
 			if err := t.destroyVM(ctx, vm.Self); err != nil {
@@ -455,7 +455,7 @@ func (p *Pool) CreateVolumeFromTemplate(ctx context.Context, pl storage.Pool, te
 		return storage.Volume{}, err
 	}
 	file := t.path(nameOf(spec))
-	tplSize, err := t.diskSize(ctx, templatePath)
+	tplSize, err := t.templateSize(ctx, templatePath)
 	if err != nil {
 		return storage.Volume{}, err
 	}
@@ -479,6 +479,21 @@ func (p *Pool) CreateVolumeFromTemplate(ctx context.Context, pl storage.Pool, te
 		return storage.Volume{}, err
 	}
 	return t.volume(file, size, ""), nil
+}
+
+// templateSize is the virtual size of a template's disk, remembered per
+// session: an imported template's disk never changes (its VM is a
+// template; linked clones hang off its snapshot).
+func (t *dsTarget) templateSize(ctx context.Context, templatePath string) (int64, error) {
+	if v, ok := t.c.flags.Load("size:" + templatePath); ok {
+		return v.(int64), nil
+	}
+	size, err := t.diskSize(ctx, templatePath)
+	if err != nil {
+		return 0, err
+	}
+	t.c.flags.Store("size:"+templatePath, size)
+	return size, nil
 }
 
 // linkable tells whether a template disk may parent linked clones: the
@@ -509,15 +524,12 @@ func (t *dsTarget) linkable(ctx context.Context, templatePath string) (bool, err
 	return ok, nil
 }
 
-// helperName is the disk helper VM of a datastore.
-func helperName(ds types.ManagedObjectReference) string { return "nimbus-diskhelper-" + ds.Value }
-
-// helper returns the datastore's disk helper VM: a powered-off VM with a
-// SCSI controller and no disks of its own, which vSphere needs to create a
-// linked clone's delta disk (a child disk is made by attaching it to some
-// VM); created the first time.
-func (p *Pool) helper(ctx context.Context, t *dsTarget) (types.ManagedObjectReference, error) {
-	name := helperName(t.ds)
+// helper returns a disk helper VM of the datastore (see helperName): a
+// powered-off VM with a SCSI controller and no disks of its own, which
+// vSphere needs to create a linked clone's delta disk (a child disk is
+// made by attaching it to some VM); created the first time.
+func (p *Pool) helper(ctx context.Context, t *dsTarget, slot int) (types.ManagedObjectReference, error) {
+	name := helperName(t.ds, slot)
 	si := object.NewSearchIndex(t.c.client())
 	vmPath := "/" + escapeName(t.dcName) + "/vm/" + escapeName(name)
 	if r, ok := t.c.cache.get("path:" + vmPath); ok {
@@ -603,13 +615,15 @@ func (t *dsTarget) placement(ctx context.Context) (pool, host, folder types.Mana
 // retry reattaches to the first task, finds the disk made, and detaches
 // it from the helper if an earlier attempt stopped in between.
 func (p *Pool) linkDisk(ctx context.Context, t *dsTarget, parent, file string) error {
-	helper, err := p.helper(ctx, t)
+	slot, release, err := p.acquireHelper(ctx, t.ds)
 	if err != nil {
 		return err
 	}
-	mu, _ := p.helpers.LoadOrStore(helper.Value, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	defer release()
+	helper, err := p.helper(ctx, t, slot)
+	if err != nil {
+		return err
+	}
 	key := "link:" + file
 	if _, err := t.c.reattach(ctx, key); err != nil {
 		return classify("CreateVolumeFromTemplate", file, err)
@@ -648,7 +662,7 @@ func (p *Pool) linkDisk(ctx context.Context, t *dsTarget, parent, file string) e
 		if _, err := t.diskSize(ctx, file); errors.Is(err, hypervisor.ErrNotFound) {
 			ctrl := devs.PickController((*types.VirtualSCSIController)(nil))
 			if ctrl == nil {
-				return hypervisor.Errorf(driverName, "CreateVolumeFromTemplate", file, hypervisor.ErrCapacity, "the disk helper VM %s has no free SCSI slot", helperName(t.ds))
+				return hypervisor.Errorf(driverName, "CreateVolumeFromTemplate", file, hypervisor.ErrCapacity, "the disk helper VM %s has no free SCSI slot", helperName(t.ds, slot))
 			}
 			disk := &types.VirtualDisk{VirtualDevice: types.VirtualDevice{Key: -1, Backing: &types.VirtualDiskFlatVer2BackingInfo{
 				VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: file},
@@ -668,6 +682,10 @@ func (p *Pool) linkDisk(ctx context.Context, t *dsTarget, parent, file string) e
 				return err
 			}
 		} else if err != nil {
+			return err
+		} else if err := p.unlinkElsewhere(ctx, t, slot, file); err != nil {
+			// Made by an earlier attempt on another helper, which it may
+			// still hold.
 			return err
 		}
 	}
