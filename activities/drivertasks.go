@@ -44,7 +44,7 @@ func trackDriverCall[T any](ctx context.Context, fn func(context.Context) (T, er
 		tasks.SetPatience(time.Now().Add(quickPatience))
 		out, err := fn(hypervisor.WithTasks(ctx, tasks))
 		if errors.Is(err, hypervisor.ErrTaskPending) {
-			q.pending = tasks.Refs()
+			q.stopped, q.pending = true, tasks.Refs()
 		}
 		return out, err
 	}
@@ -180,7 +180,8 @@ type priorKey struct{}
 // a heartbeating activity to reattach to. A local attempt that dies loses
 // the handles; its retry finds what the tasks made by identity.
 type quickCall struct {
-	pending map[string]string // set when the step stopped waiting
+	stopped bool              // the step stopped waiting (or did not start a long task)
+	pending map[string]string // the tasks it left running
 }
 
 // quickStep runs step (an activity's body) as a quick step and says
@@ -189,7 +190,7 @@ type quickCall struct {
 func quickStep(ctx context.Context, step func(context.Context) error) (VMQuickResult, error) {
 	q := &quickCall{}
 	err := step(context.WithValue(ctx, quickKey{}, q))
-	if q.pending != nil {
+	if q.stopped {
 		return VMQuickResult{Pending: true, Tasks: q.pending}, nil
 	}
 	return VMQuickResult{}, err

@@ -112,6 +112,19 @@ func (t *Tasks) SetPatience(deadline time.Time) {
 	t.mu.Unlock()
 }
 
+// Bounded tells whether the caller set a patience: a driver about to
+// start a task it knows to be long (a full disk copy) answers
+// ErrTaskPending at once instead, so that the task is started by a caller
+// that keeps its handle durably.
+func (t *Tasks) Bounded() bool {
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.patience.IsZero()
+}
+
 // OutOfPatience tells whether the patience set has run out; a driver
 // waiting on a task asks it between polls.
 func (t *Tasks) OutOfPatience() bool {

@@ -362,6 +362,9 @@ func (p *Pool) CreateVolume(ctx context.Context, pl storage.Pool, spec storage.V
 	diskType := string(types.VirtualDiskTypeThin)
 	if spec.Provisioning == "fat" {
 		diskType = string(types.VirtualDiskTypeEagerZeroedThick)
+		if hypervisor.TasksFrom(ctx).Bounded() {
+			return storage.Volume{}, hypervisor.ErrTaskPending // zeroing takes minutes, as a copy does
+		}
 	}
 	err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
 		res, err := methods.CreateVirtualDisk_Task(ctx, t.c.client(), &types.CreateVirtualDisk_Task{This: v.vdm(), Name: file, Datacenter: &v.dc,
@@ -402,6 +405,9 @@ func (t *dsTarget) copyDisk(ctx context.Context, op, src, dst string) error {
 		return nil
 	} else if !errors.Is(err, hypervisor.ErrNotFound) {
 		return err
+	}
+	if hypervisor.TasksFrom(ctx).Bounded() {
+		return hypervisor.ErrTaskPending // a copy takes minutes: started where its handle is kept
 	}
 	err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
 		res, err := methods.CopyVirtualDisk_Task(ctx, t.c.client(), &types.CopyVirtualDisk_Task{This: v.vdm(),
@@ -676,7 +682,15 @@ func (p *Pool) linkDisk(ctx context.Context, t *dsTarget, parent, file string) e
 			devs.AssignController(disk, ctrl)
 			if err := reconfigure(key, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd,
 				FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate, Device: disk}); err != nil {
-				return err
+				// An attempt whose task reference was lost (a quick step's
+				// worker that died) may have made the disk meanwhile.
+				if errors.Is(err, hypervisor.ErrTaskPending) {
+					return err
+				}
+				if _, serr := t.diskSize(ctx, file); serr != nil {
+					return err
+				}
+				return p.unlinkElsewhere(ctx, t, -1, file)
 			}
 			if devs, err = devices(); err != nil {
 				return err
