@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -38,6 +39,15 @@ type trackerKey struct{}
 // saveTasks for when it reaches the server). Between events the details are heartbeated every few
 // seconds, so a dead worker is noticed within the heartbeat timeout.
 func trackDriverCall[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	if q, _ := ctx.Value(quickKey{}).(*quickCall); q != nil {
+		tasks := hypervisor.NewTasks(nil, nil, nil)
+		tasks.SetPatience(time.Now().Add(quickPatience))
+		out, err := fn(hypervisor.WithTasks(ctx, tasks))
+		if errors.Is(err, hypervisor.ErrTaskPending) {
+			q.stopped, q.pending = true, tasks.Refs()
+		}
+		return out, err
+	}
 	if !activity.IsActivity(ctx) || activity.GetInfo(ctx).IsLocalActivity {
 		return fn(ctx)
 	}
@@ -46,6 +56,10 @@ func trackDriverCall[T any](ctx context.Context, fn func(context.Context) (T, er
 		// Details of another shape (a progress count from older code) are
 		// no tasks to reattach to.
 		_ = activity.GetHeartbeatDetails(ctx, &tr.d)
+	}
+	if len(tr.d.Tasks) == 0 {
+		// A first attempt handed tasks a quick step left running.
+		tr.d.Tasks, _ = ctx.Value(priorKey{}).(map[string]string)
 	}
 	tasks := hypervisor.NewTasks(tr.d.Tasks, tr.saveTasks, tr.progress)
 	every := 2 * time.Second
@@ -150,4 +164,51 @@ func trackerProgress(ctx context.Context, done int64) bool {
 	tr.d.Done = done
 	tr.mu.Unlock()
 	return true
+}
+
+// quickPatience is how long a quick step (a local activity) waits on a
+// backend task before it hands the task to a regular activity.
+const quickPatience = 5 * time.Second
+
+type quickKey struct{}
+
+type priorKey struct{}
+
+// quickCall is a driver step run as a local activity: its backend tasks
+// are recorded in memory only and waited for up to quickPatience; a task
+// still running then is left running and its handle kept (Pending), for
+// a heartbeating activity to reattach to. A local attempt that dies loses
+// the handles; its retry finds what the tasks made by identity.
+type quickCall struct {
+	stopped bool              // the step stopped waiting (or did not start a long task)
+	pending map[string]string // the tasks it left running
+}
+
+// quickStep runs step (an activity's body) as a quick step and says
+// whether it left a task running; when it did, step's error (the pending
+// task) is not the step's failure.
+func quickStep(ctx context.Context, step func(context.Context) error) (VMQuickResult, error) {
+	q := &quickCall{}
+	err := step(context.WithValue(ctx, quickKey{}, q))
+	if q.stopped {
+		return VMQuickResult{Pending: true, Tasks: q.pending}, nil
+	}
+	return VMQuickResult{}, err
+}
+
+// withPriorTasks hands a regular activity's first attempt the tasks a
+// quick step left running (later attempts have their own heartbeats).
+func withPriorTasks(ctx context.Context, tasks map[string]string) context.Context {
+	if len(tasks) == 0 {
+		return ctx
+	}
+	return context.WithValue(ctx, priorKey{}, tasks)
+}
+
+// VMQuickResult is the outcome of a quick provisioning step (a local
+// activity): done, or Pending with the backend tasks still running, which
+// the workflow hands to the regular activity of the same step.
+type VMQuickResult struct {
+	Pending bool              `json:",omitempty"`
+	Tasks   map[string]string `json:",omitempty"`
 }

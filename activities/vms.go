@@ -38,6 +38,9 @@ type VMs struct{ Deps }
 // VMRefInput names the VM a step acts on.
 type VMRefInput struct {
 	VMUUID string
+	// Tasks are backend tasks a quick step left running (VMQuickResult),
+	// which the step's regular activity reattaches to.
+	Tasks map[string]string `json:",omitempty"`
 }
 
 // ErrTypeVMState is the error type of a step that finds the VM in another
@@ -363,6 +366,12 @@ type VMPlacement struct {
 	// copy (an overlay or clone) and defines and starts a VM in seconds, so
 	// those steps may run as local activities (see QuickProvisionTypes).
 	QuickProvision bool
+	// TaskProvision says the host's driver runs those steps as backend
+	// tasks that mostly end in seconds but may take minutes (vCenter
+	// clones): the workflow runs them as local activities that wait a few
+	// seconds (VMCreateVolumesQuick, VMDefineStartQuick) and hands a task
+	// still running to the regular, heartbeating activity.
+	TaskProvision bool `json:",omitempty"`
 	// BareMetal says the host is a BareMetal machine: it is started (and
 	// provisioned by PXE when new to the VM) by the BareMetal steps.
 	BareMetal bool
@@ -374,6 +383,10 @@ type VMPlacement struct {
 // regular, heartbeating activities; so does LXC, whose root volumes are
 // full copies of the template (see libvirtpool.CreateVolumeFromTemplate).
 var QuickProvisionTypes = map[string]bool{models.HypervisorSimulator: true, models.HypervisorKVM: true}
+
+// TaskProvisionTypes are the hypervisor types whose volume creation and
+// define-and-start are backend tasks (see VMPlacement.TaskProvision).
+var TaskProvisionTypes = map[string]bool{models.HypervisorVMware: true}
 
 // vmPlaceRequest is a VM's planner request and the volumes to place.
 type vmPlaceRequest struct {
@@ -790,6 +803,7 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 		return out, err
 	}
 	out.HostUUID, out.HostName, out.QuickProvision = h.UUID, h.Name, QuickProvisionTypes[h.HypervisorType]
+	out.TaskProvision = TaskProvisionTypes[h.HypervisorType]
 	out.BareMetal = h.HypervisorType == models.HypervisorBareMetal
 	if err := a.DB.NewSelect().Model((*models.Nic)(nil)).Column("uuid").Where("instance_id = ? AND state = ?", vm.ID, models.NicAllocated).
 		Order("device_id").Scan(ctx, &out.NicUUIDs); err != nil {
@@ -1065,6 +1079,7 @@ func (a *VMs) templateSource(ctx context.Context, t *models.Template, zoneID int
 type VMVolumesInput struct {
 	VMUUID      string
 	VolumeUUIDs []string
+	Tasks       map[string]string `json:",omitempty"` // as VMRefInput's
 }
 
 // VMCreateVolumes creates the VM's volumes that are placed but not
@@ -1072,6 +1087,7 @@ type VMVolumesInput struct {
 // for an ISO), data volumes blank. A volume's path in its pool is its
 // UUID, so a retried create finds it. Created volumes are Ready.
 func (a *VMs) VMCreateVolumes(ctx context.Context, in VMVolumesInput) error {
+	ctx = withPriorTasks(ctx, in.Tasks)
 	vm, err := mustVM(ctx, a.DB, in.VMUUID)
 	if err != nil || len(in.VolumeUUIDs) == 0 {
 		return err
@@ -1122,6 +1138,21 @@ func (a *VMs) VMCreateVolumes(ctx context.Context, in VMVolumesInput) error {
 		}
 	}
 	return nil
+}
+
+// VMCreateVolumesQuick is VMCreateVolumes as a local activity that waits
+// on the driver's backend tasks a few seconds only: Pending, with the
+// tasks, when one still runs (the workflow then runs VMCreateVolumes with
+// them). A retried attempt finds the disks an earlier one made by path.
+func (a *VMs) VMCreateVolumesQuick(ctx context.Context, in VMVolumesInput) (VMQuickResult, error) {
+	return quickStep(ctx, func(ctx context.Context) error { return a.VMCreateVolumes(ctx, in) })
+}
+
+// VMDefineStartQuick is VMDefineStart as a local activity, as
+// VMCreateVolumesQuick is VMCreateVolumes; a retried attempt finds the VM
+// by its UUID.
+func (a *VMs) VMDefineStartQuick(ctx context.Context, in VMRefInput) (VMQuickResult, error) {
+	return quickStep(ctx, func(ctx context.Context) error { return a.VMDefineStart(ctx, in) })
 }
 
 // VMDeleteVolumes deletes volumes from their pools and leaves them
@@ -1272,6 +1303,7 @@ func vmPublicKeys(ctx context.Context, db bun.IDB, vm *models.VMInstance) (strin
 // VMDefineStart defines the VM on the host it was placed on and powers it
 // on. Both are idempotent by the VM's UUID on the driver side.
 func (a *VMs) VMDefineStart(ctx context.Context, in VMRefInput) error {
+	ctx = withPriorTasks(ctx, in.Tasks)
 	vm, err := mustVM(ctx, a.DB, in.VMUUID)
 	if err != nil {
 		return err

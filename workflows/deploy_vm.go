@@ -179,6 +179,13 @@ func (s *startVM) run(ctx workflow.Context) error {
 			}
 			return workflow.ExecuteActivity(withVMDriver(ctx, timeout), fn, in)
 		}
+		// Where the steps are backend tasks (vCenter), a local activity
+		// tries them first and waits a few seconds; a task still running
+		// then goes to the regular activity, which reattaches to it. Asked
+		// only of such hosts, so other histories stay as they were.
+		bounded := !quick && pl.TaskProvision &&
+			workflow.GetVersion(ctx, "vm-task-provision-local", workflow.DefaultVersion, 1) == 1
+		boundedCtx := withLocalDriver(ctx, 2*time.Minute)
 		if len(pl.NicUUIDs) > 0 {
 			s.push("IPAMRelease", func(ctx workflow.Context) error {
 				return workflow.ExecuteLocalActivity(withLocalInventory(ctx), ipamAct.IPAMRelease,
@@ -202,7 +209,19 @@ func (s *startVM) run(ctx workflow.Context) error {
 			s.push("VMDeleteVolumes", func(ctx workflow.Context) error {
 				return workflow.ExecuteActivity(withVMDriver(ctx, 10*time.Minute), vmAct.VMDeleteVolumes, vols).Get(ctx, nil)
 			})
-			if err := provision(30*time.Minute, vmAct.VMCreateVolumes, vols).Get(ctx, nil); err != nil {
+			if bounded {
+				var q activities.VMQuickResult
+				if err := workflow.ExecuteLocalActivity(boundedCtx, vmAct.VMCreateVolumesQuick, vols).Get(ctx, &q); err != nil {
+					return err
+				}
+				if q.Pending {
+					vols := vols
+					vols.Tasks = q.Tasks
+					if err := provision(30*time.Minute, vmAct.VMCreateVolumes, vols).Get(ctx, nil); err != nil {
+						return err
+					}
+				}
+			} else if err := provision(30*time.Minute, vmAct.VMCreateVolumes, vols).Get(ctx, nil); err != nil {
 				return err
 			}
 		}
@@ -222,7 +241,17 @@ func (s *startVM) run(ctx workflow.Context) error {
 			s.push("VMDestroyOnHost", func(ctx workflow.Context) error {
 				return workflow.ExecuteActivity(withVMDriver(ctx, 5*time.Minute), vmAct.VMDestroyOnHost, ref).Get(ctx, nil)
 			})
-			if err := provision(10*time.Minute, vmAct.VMDefineStart, ref).Get(ctx, nil); err != nil {
+			if bounded {
+				var q activities.VMQuickResult
+				if err := workflow.ExecuteLocalActivity(boundedCtx, vmAct.VMDefineStartQuick, ref).Get(ctx, &q); err != nil {
+					return err
+				}
+				if q.Pending {
+					if err := provision(10*time.Minute, vmAct.VMDefineStart, activities.VMRefInput{VMUUID: s.vm, Tasks: q.Tasks}).Get(ctx, nil); err != nil {
+						return err
+					}
+				}
+			} else if err := provision(10*time.Minute, vmAct.VMDefineStart, ref).Get(ctx, nil); err != nil {
 				return err
 			}
 		}

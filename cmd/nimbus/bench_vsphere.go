@@ -61,6 +61,7 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	conc := fs.Int("c", 16, "deployVirtualMachine calls in flight (and clones in the parallel bare loop)")
 	pollers := fs.Int("pollers", 16, "worker task pollers")
 	hosts := fs.Int("hosts", 4, "ESXi hosts in the simulated cluster (32 cores, 256 GiB each)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the deploy phase to FILE.deploy")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -194,6 +195,10 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	var failed atomic.Int64
 	var firstFail string
 	var failOnce sync.Once
+	stopProfile, err := startProfile(*cpuProfile, "deploy")
+	if err != nil {
+		return err
+	}
 	depStart := time.Now()
 	if err := benchParallel(ctx, *vms, *conc, func(i int) error {
 		t0 := time.Now()
@@ -226,6 +231,7 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 		return err
 	}
 	depWall := time.Since(depStart)
+	stopProfile()
 	if n := failed.Load(); n > 0 {
 		return fmt.Errorf("%d of %d deployments failed; first: %s", n, *vms, firstFail)
 	}

@@ -2,9 +2,17 @@ package hypervisor
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"sync"
+	"time"
 )
+
+// ErrTaskPending is what a driver call answers when its Tasks record ran
+// out of patience (see Tasks.SetPatience) while a backend task was still
+// running: the task goes on, its handle stays in the record, and a later
+// call given that handle reattaches to it.
+var ErrTaskPending = errors.New("backend task still running")
 
 // Tasks records the long backend tasks (vCenter tasks) a driver call starts:
 // what each one makes (a key the driver chooses, e.g. "copy:[ds] a.vmdk")
@@ -23,6 +31,7 @@ type Tasks struct {
 	refs     map[string]string
 	save     func(map[string]string)
 	progress func(key string, percent int)
+	patience time.Time // zero: wait as long as the call's context allows
 }
 
 // NewTasks starts a record with the handles an earlier attempt saved
@@ -88,6 +97,43 @@ func (t *Tasks) Finished(key string) {
 	if had && t.save != nil {
 		t.save(snap)
 	}
+}
+
+// SetPatience has the driver stop waiting on a task still running at
+// deadline and answer ErrTaskPending, the task's handle kept: a caller
+// that wants a quick answer (a local activity) hands a longer task to a
+// caller that can wait (a heartbeating activity).
+func (t *Tasks) SetPatience(deadline time.Time) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.patience = deadline
+	t.mu.Unlock()
+}
+
+// Bounded tells whether the caller set a patience: a driver about to
+// start a task it knows to be long (a full disk copy) answers
+// ErrTaskPending at once instead, so that the task is started by a caller
+// that keeps its handle durably.
+func (t *Tasks) Bounded() bool {
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.patience.IsZero()
+}
+
+// OutOfPatience tells whether the patience set has run out; a driver
+// waiting on a task asks it between polls.
+func (t *Tasks) OutOfPatience() bool {
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.patience.IsZero() && !time.Now().Before(t.patience)
 }
 
 // Progress reports how far the task making key is, in percent.

@@ -54,7 +54,7 @@ type Pool struct {
 	s         *sessions
 	mountRoot string
 	imports   sync.Map // template VM name -> *sync.Mutex: one import at a time per datastore
-	helpers   sync.Map // disk helper VM id -> *sync.Mutex: one device change at a time
+	helpers   sync.Map // datastore id -> *helperSlots: one linked clone at a time per helper VM
 }
 
 // NewPool returns the driver; Options "mountroot" is where NFS image
@@ -227,7 +227,7 @@ func (p *Pool) DeletePool(ctx context.Context, pl storage.Pool) error {
 		}
 		for _, vm := range vms {
 			mine := strings.HasPrefix(vm.Name, TemplatePrefix) && strings.HasSuffix(vm.Name, "-"+t.ds.Value)
-			if !mine && vm.Name != helperName(t.ds) {
+			if !mine && !isHelperName(t.ds, vm.Name) {
 				continue
 			}
 			if err := t.destroyVM(ctx, vm.Self); err != nil {
@@ -369,6 +369,9 @@ func (p *Pool) CreateVolume(ctx context.Context, pl storage.Pool, spec storage.V
 	diskType := string(types.VirtualDiskTypeThin)
 	if spec.Provisioning == "fat" {
 		diskType = string(types.VirtualDiskTypeEagerZeroedThick)
+		if hypervisor.TasksFrom(ctx).Bounded() {
+			return storage.Volume{}, hypervisor.ErrTaskPending // zeroing takes minutes, as a copy does
+		}
 	}
 	err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
 		res, err := methods.CreateVirtualDisk_Task(ctx, t.c.client(), &types.CreateVirtualDisk_Task{This: v.vdm(), Name: file, Datacenter: &v.dc,
@@ -409,6 +412,9 @@ func (t *dsTarget) copyDisk(ctx context.Context, op, src, dst string) error {
 		return nil
 	} else if !errors.Is(err, hypervisor.ErrNotFound) {
 		return err
+	}
+	if hypervisor.TasksFrom(ctx).Bounded() {
+		return hypervisor.ErrTaskPending // a copy takes minutes: started where its handle is kept
 	}
 	err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
 		res, err := methods.CopyVirtualDisk_Task(ctx, t.c.client(), &types.CopyVirtualDisk_Task{This: v.vdm(),
@@ -462,7 +468,7 @@ func (p *Pool) CreateVolumeFromTemplate(ctx context.Context, pl storage.Pool, te
 		return storage.Volume{}, err
 	}
 	file := t.path(nameOf(spec))
-	tplSize, err := t.diskSize(ctx, templatePath)
+	tplSize, err := t.templateSize(ctx, templatePath)
 	if err != nil {
 		return storage.Volume{}, err
 	}
@@ -486,6 +492,21 @@ func (p *Pool) CreateVolumeFromTemplate(ctx context.Context, pl storage.Pool, te
 		return storage.Volume{}, err
 	}
 	return t.volume(file, size, ""), nil
+}
+
+// templateSize is the virtual size of a template's disk, remembered per
+// session: an imported template's disk never changes (its VM is a
+// template; linked clones hang off its snapshot).
+func (t *dsTarget) templateSize(ctx context.Context, templatePath string) (int64, error) {
+	if v, ok := t.c.flags.Load("size:" + templatePath); ok {
+		return v.(int64), nil
+	}
+	size, err := t.diskSize(ctx, templatePath)
+	if err != nil {
+		return 0, err
+	}
+	t.c.flags.Store("size:"+templatePath, size)
+	return size, nil
 }
 
 // linkable tells whether a template disk may parent linked clones: the
@@ -516,15 +537,12 @@ func (t *dsTarget) linkable(ctx context.Context, templatePath string) (bool, err
 	return ok, nil
 }
 
-// helperName is the disk helper VM of a datastore.
-func helperName(ds types.ManagedObjectReference) string { return "nimbus-diskhelper-" + ds.Value }
-
-// helper returns the datastore's disk helper VM: a powered-off VM with a
-// SCSI controller and no disks of its own, which vSphere needs to create a
-// linked clone's delta disk (a child disk is made by attaching it to some
-// VM); created the first time.
-func (p *Pool) helper(ctx context.Context, t *dsTarget) (types.ManagedObjectReference, error) {
-	name := helperName(t.ds)
+// helper returns a disk helper VM of the datastore (see helperName): a
+// powered-off VM with a SCSI controller and no disks of its own, which
+// vSphere needs to create a linked clone's delta disk (a child disk is
+// made by attaching it to some VM); created the first time.
+func (p *Pool) helper(ctx context.Context, t *dsTarget, slot int) (types.ManagedObjectReference, error) {
+	name := helperName(t.ds, slot)
 	si := object.NewSearchIndex(t.c.client())
 	vmPath := "/" + escapeName(t.dcName) + "/vm/" + escapeName(name)
 	if r, ok := t.c.cache.get("path:" + vmPath); ok {
@@ -610,13 +628,15 @@ func (t *dsTarget) placement(ctx context.Context) (pool, host, folder types.Mana
 // retry reattaches to the first task, finds the disk made, and detaches
 // it from the helper if an earlier attempt stopped in between.
 func (p *Pool) linkDisk(ctx context.Context, t *dsTarget, parent, file string) error {
-	helper, err := p.helper(ctx, t)
+	slot, release, err := p.acquireHelper(ctx, t.ds)
 	if err != nil {
 		return err
 	}
-	mu, _ := p.helpers.LoadOrStore(helper.Value, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	defer release()
+	helper, err := p.helper(ctx, t, slot)
+	if err != nil {
+		return err
+	}
 	key := "link:" + file
 	if _, err := t.c.reattach(ctx, key); err != nil {
 		return classify("CreateVolumeFromTemplate", file, err)
@@ -655,7 +675,7 @@ func (p *Pool) linkDisk(ctx context.Context, t *dsTarget, parent, file string) e
 		if _, err := t.diskSize(ctx, file); errors.Is(err, hypervisor.ErrNotFound) {
 			ctrl := devs.PickController((*types.VirtualSCSIController)(nil))
 			if ctrl == nil {
-				return hypervisor.Errorf(driverName, "CreateVolumeFromTemplate", file, hypervisor.ErrCapacity, "the disk helper VM %s has no free SCSI slot", helperName(t.ds))
+				return hypervisor.Errorf(driverName, "CreateVolumeFromTemplate", file, hypervisor.ErrCapacity, "the disk helper VM %s has no free SCSI slot", helperName(t.ds, slot))
 			}
 			disk := &types.VirtualDisk{VirtualDevice: types.VirtualDevice{Key: -1, Backing: &types.VirtualDiskFlatVer2BackingInfo{
 				VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: file},
@@ -669,12 +689,24 @@ func (p *Pool) linkDisk(ctx context.Context, t *dsTarget, parent, file string) e
 			devs.AssignController(disk, ctrl)
 			if err := reconfigure(key, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd,
 				FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate, Device: disk}); err != nil {
-				return err
+				// An attempt whose task reference was lost (a quick step's
+				// worker that died) may have made the disk meanwhile.
+				if errors.Is(err, hypervisor.ErrTaskPending) {
+					return err
+				}
+				if _, serr := t.diskSize(ctx, file); serr != nil {
+					return err
+				}
+				return p.unlinkElsewhere(ctx, t, -1, file)
 			}
 			if devs, err = devices(); err != nil {
 				return err
 			}
 		} else if err != nil {
+			return err
+		} else if err := p.unlinkElsewhere(ctx, t, slot, file); err != nil {
+			// Made by an earlier attempt on another helper, which it may
+			// still hold.
 			return err
 		}
 	}

@@ -345,7 +345,7 @@ func classify(op, target string, err error) error {
 	}
 	var kind error
 	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, hypervisor.ErrTaskPending):
 		return err
 	case fault.Is(err, &types.ManagedObjectNotFound{}), fault.Is(err, &types.FileNotFound{}), fault.Is(err, &types.NotFound{}):
 		kind = hypervisor.ErrNotFound

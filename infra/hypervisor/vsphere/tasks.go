@@ -2,6 +2,7 @@ package vsphere
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/vmware/govmomi/fault"
@@ -67,6 +68,9 @@ func (c *conn) waitTask(ctx context.Context, ref types.ManagedObjectReference, k
 			last = p
 			tasks.Progress(key, p)
 		}
+		if tasks.OutOfPatience() {
+			return &info, hypervisor.ErrTaskPending
+		}
 	}
 }
 
@@ -82,10 +86,10 @@ func (c *conn) runTask(ctx context.Context, key string, start func(ctx context.C
 	tasks := hypervisor.TasksFrom(ctx)
 	tasks.Started(key, ref.Value)
 	info, err := c.waitTask(ctx, ref, key)
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && !errors.Is(err, hypervisor.ErrTaskPending) {
 		// Ended (either way): a retry finds its result by identity. A
-		// cancelled wait keeps the reference, so the next attempt
-		// reattaches.
+		// cancelled or impatient wait keeps the reference, so the next
+		// attempt reattaches.
 		tasks.Finished(key)
 	}
 	return info, err
@@ -104,6 +108,9 @@ func (c *conn) reattach(ctx context.Context, key string) (*types.TaskInfo, error
 	info, err := c.waitTask(ctx, objRef("Task", prior), key)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
+	}
+	if errors.Is(err, hypervisor.ErrTaskPending) {
+		return nil, err
 	}
 	tasks.Finished(key)
 	if err != nil {

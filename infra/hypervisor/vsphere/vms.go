@@ -343,6 +343,7 @@ func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hyperviso
 		return hypervisor.VMInfo{}, err
 	}
 	if ref != nil {
+		t.c.cache.put("vm:"+spec.UUID, *ref)
 		return t.reshape(ctx, h, *ref, spec)
 	}
 	if other, err := t.findVMByName(ctx, spec.Name); err != nil {
@@ -355,18 +356,26 @@ func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hyperviso
 	if err != nil {
 		return hypervisor.VMInfo{}, err
 	}
-	var dc mo.Datacenter
-	if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, t.dc.Reference(), []string{"vmFolder"}, &dc); err != nil {
+	folder, err := t.vmFolder(ctx)
+	if err != nil {
 		return hypervisor.VMInfo{}, classify("DefineVM", spec.Name, err)
 	}
 	host := t.host
 	info, err := t.c.runTask(ctx, key, func(ctx context.Context) (types.ManagedObjectReference, error) {
-		res, err := methods.CreateVM_Task(ctx, t.c.client(), &types.CreateVM_Task{This: dc.VmFolder, Config: cs, Pool: t.pool, Host: &host})
+		res, err := methods.CreateVM_Task(ctx, t.c.client(), &types.CreateVM_Task{This: folder, Config: cs, Pool: t.pool, Host: &host})
 		if err != nil {
 			return types.ManagedObjectReference{}, err
 		}
 		return res.Returnval, nil
 	})
+	if err != nil && fault.Is(err, &types.DuplicateName{}) {
+		// The name was taken meanwhile: by this VM when an attempt whose
+		// task reference was lost (a worker that died) created it.
+		if ref, ferr := t.findVM(ctx, spec.Ref()); ferr == nil && ref != nil {
+			t.c.cache.put("vm:"+spec.UUID, *ref)
+			return t.reshape(ctx, h, *ref, spec)
+		}
+	}
 	if err != nil {
 		return hypervisor.VMInfo{}, classify("DefineVM", spec.Name, err)
 	}
@@ -374,11 +383,26 @@ func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hyperviso
 	if !ok {
 		return hypervisor.VMInfo{}, hypervisor.Errorf(driverName, "DefineVM", spec.Name, nil, "CreateVM_Task answered %T", info.Result)
 	}
+	t.c.cache.put("vm:"+spec.UUID, vmRef)
 	vm, err := t.vm(ctx, vmRef)
 	if err != nil {
 		return hypervisor.VMInfo{}, err
 	}
 	return t.info(h, vm), nil
+}
+
+// vmFolder is the datacenter's VM folder, remembered per session.
+func (t *hostTarget) vmFolder(ctx context.Context) (types.ManagedObjectReference, error) {
+	key := "vmfolder:" + t.dc.Reference().Value
+	if r, ok := t.c.cache.get(key); ok {
+		return r, nil
+	}
+	var dc mo.Datacenter
+	if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, t.dc.Reference(), []string{"vmFolder"}, &dc); err != nil {
+		return types.ManagedObjectReference{}, err
+	}
+	t.c.cache.put(key, dc.VmFolder)
+	return dc.VmFolder, nil
 }
 
 // reshape brings an existing VM to the spec's CPU and memory while it is
@@ -442,22 +466,32 @@ func (d *Driver) StartVM(ctx context.Context, h hypervisor.Host, r hypervisor.VM
 	if err != nil {
 		return err
 	}
+	if ref, ok := t.c.cache.get("vm:" + r.UUID); ok && r.UUID != "" {
+		// Defined through this session a moment ago (a deployment's define
+		// and start): power it on without looking it up and reading its
+		// state again. A VM gone since (its id is never reused) takes the
+		// long way.
+		if err := t.powerOn(ctx, ref); err == nil || !fault.Is(err, &types.ManagedObjectNotFound{}) {
+			return classify("StartVM", r.String(), err)
+		}
+		t.c.cache.forget("vm:" + r.UUID)
+	}
 	ref, err := t.mustVM(ctx, "StartVM", r)
 	if err != nil {
 		return err
 	}
+	return classify("StartVM", r.String(), t.powerOn(ctx, ref))
+}
+
+// powerOn powers a VM on; a running VM is success.
+func (t *hostTarget) powerOn(ctx context.Context, ref types.ManagedObjectReference) error {
 	if _, err := t.c.reattach(ctx, "poweron:"+ref.Value); err != nil {
-		return classify("StartVM", r.String(), err)
+		return err
 	}
-	st, err := t.powerState(ctx, ref)
-	if err != nil {
-		return classify("StartVM", r.String(), err)
-	}
-	if st == types.VirtualMachinePowerStatePoweredOn {
-		return nil
-	}
+	// No read of the power state first: powering on a running VM fails
+	// with InvalidPowerState, read back below.
 	host := t.host
-	err = t.simpleTask(ctx, "poweron:"+ref.Value, func(ctx context.Context) (types.ManagedObjectReference, error) {
+	err := t.simpleTask(ctx, "poweron:"+ref.Value, func(ctx context.Context) (types.ManagedObjectReference, error) {
 		res, err := methods.PowerOnVM_Task(ctx, t.c.client(), &types.PowerOnVM_Task{This: ref, Host: &host})
 		if err != nil {
 			return types.ManagedObjectReference{}, err
@@ -466,10 +500,10 @@ func (d *Driver) StartVM(ctx context.Context, h hypervisor.Host, r hypervisor.VM
 	})
 	if err != nil && fault.Is(err, &types.InvalidPowerState{}) {
 		if st, serr := t.powerState(ctx, ref); serr == nil && st == types.VirtualMachinePowerStatePoweredOn {
-			return nil // started meanwhile
+			return nil // running already
 		}
 	}
-	return classify("StartVM", r.String(), err)
+	return err
 }
 
 // powerOff powers a VM off at once; an off VM is success.
@@ -591,6 +625,7 @@ func (d *Driver) DestroyVM(ctx context.Context, h hypervisor.Host, r hypervisor.
 		return err
 	}
 	key := "destroy:" + r.UUID + r.Name
+	t.c.cache.forget("vm:" + r.UUID)
 	if _, err := t.c.reattach(ctx, key); err != nil {
 		return classify("DestroyVM", r.String(), err)
 	}
