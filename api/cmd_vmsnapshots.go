@@ -53,7 +53,7 @@ func init() {
 	)
 	RegisterRenderer("VMSnapshot", func(ctx context.Context, s *Server, id string) (any, error) {
 		var rows []vmSnapshotRow
-		if err := s.vmSnapshotQuery().Where("vs.uuid = ?", id).WhereAllWithDeleted().Scan(ctx, &rows); err != nil {
+		if err := s.vmSnapshotQuery().Where("vm_snapshot.uuid = ?", id).WhereAllWithDeleted().Scan(ctx, &rows); err != nil {
 			return nil, err
 		}
 		if len(rows) == 0 {
@@ -115,15 +115,15 @@ type vmSnapshotRow struct {
 }
 
 func (s *Server) vmSnapshotQuery() *bun.SelectQuery {
-	return s.DB.NewSelect().Model((*vmSnapshotRow)(nil)).ModelTableExpr("vm_snapshots AS vs").
-		ColumnExpr("vs.*").
+	return s.DB.NewSelect().Model((*vmSnapshotRow)(nil)).
+		ColumnExpr("vm_snapshot.*").
 		ColumnExpr("vm.uuid AS vm_uuid, vm.name AS vm_name").
 		ColumnExpr("p.uuid AS parent_uuid, p.display_name AS parent_name").
 		ColumnExpr("z.uuid AS zone_uuid, z.name AS zone_name").
-		Join("LEFT JOIN vm_instances AS vm ON vm.id = vs.vm_id").
-		Join("LEFT JOIN vm_snapshots AS p ON p.id = vs.parent_id").
-		Join("LEFT JOIN zones AS z ON z.id = vs.zone_id").
-		Order("vs.id ASC")
+		Join("LEFT JOIN vm_instances AS vm ON vm.id = vm_snapshot.vm_id").
+		Join("LEFT JOIN vm_snapshots AS p ON p.id = vm_snapshot.parent_id").
+		Join("LEFT JOIN zones AS z ON z.id = vm_snapshot.zone_id").
+		Order("vm_snapshot.id ASC")
 }
 
 func (s *Server) vmSnapshotViews(ctx context.Context, rows []vmSnapshotRow) ([]VMSnapshotView, error) {
@@ -280,25 +280,25 @@ func listVMSnapshot(c *Call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := c.S.vmSnapshotQuery().Apply(scope.Modifier("vs.account_id", "vs.domain_id"))
-	q = c.Filtered(q, Filter{Keyword: []string{"vs.display_name", "vs.name", "vs.description"}})
+	q := c.S.vmSnapshotQuery().Apply(scope.Modifier("vm_snapshot.account_id", "vm_snapshot.domain_id"))
+	q = c.Filtered(q, Filter{Keyword: []string{"vm_snapshot.display_name", "vm_snapshot.name", "vm_snapshot.description"}})
 	if c.Has("vmsnapshotid") {
-		q = q.Where("vs.uuid = ?", c.Str("vmsnapshotid"))
+		q = q.Where("vm_snapshot.uuid = ?", c.Str("vmsnapshotid"))
 	}
 	if ids := c.List("vmsnapshotids"); len(ids) > 0 {
-		q = q.Where("vs.uuid IN (?)", bun.In(ids))
+		q = q.Where("vm_snapshot.uuid IN (?)", bun.In(ids))
 	}
 	if c.Has("name") {
-		q = q.Where("(vs.display_name = ? OR vs.name = ?)", c.Str("name"), c.Str("name"))
+		q = q.Where("(vm_snapshot.display_name = ? OR vm_snapshot.name = ?)", c.Str("name"), c.Str("name"))
 	}
 	if c.Has("virtualmachineid") {
 		q = q.Where("vm.uuid = ?", c.Str("virtualmachineid"))
 	}
 	if c.Has("state") {
-		q = q.Where("LOWER(vs.state) = ?", strings.ToLower(c.Str("state")))
+		q = q.Where("LOWER(vm_snapshot.state) = ?", strings.ToLower(c.Str("state")))
 	}
 	for _, t := range c.Map("tags") {
-		q = q.Where("vs.uuid IN (SELECT resource_uuid FROM resource_tags WHERE resource_type = ? AND tag_key = ? AND tag_value = ?)", "VMSnapshot", t["key"], t["value"])
+		q = q.Where("vm_snapshot.uuid IN (SELECT resource_uuid FROM resource_tags WHERE resource_type = ? AND tag_key = ? AND tag_value = ?)", "VMSnapshot", t["key"], t["value"])
 	}
 	var rows []vmSnapshotRow
 	total, err := c.ScanPage(q, &rows)

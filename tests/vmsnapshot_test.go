@@ -1,0 +1,235 @@
+package tests
+
+import (
+	"testing"
+
+	"github.com/apache/cloudstack-go/v2/cloudstack"
+)
+
+// vsCreate takes a VM snapshot through the API.
+func vsCreate(cs *cloudstack.CloudStackClient, vmID, name string, memory bool, set func(*cloudstack.CreateVMSnapshotParams)) (*cloudstack.CreateVMSnapshotResponse, error) {
+	p := cs.Snapshot.NewCreateVMSnapshotParams(vmID)
+	p.SetName(name)
+	p.SetSnapshotmemory(memory)
+	if set != nil {
+		set(p)
+	}
+	return cs.Snapshot.CreateVMSnapshot(p)
+}
+
+// vsList lists VM snapshots with filters.
+func vsList(t *testing.T, cs *cloudstack.CloudStackClient, set func(*cloudstack.ListVMSnapshotParams)) []*cloudstack.VMSnapshot {
+	t.Helper()
+	p := cs.Snapshot.NewListVMSnapshotParams()
+	if set != nil {
+		set(p)
+	}
+	r, err := cs.Snapshot.ListVMSnapshot(p)
+	if err != nil {
+		t.Fatalf("listVMSnapshot: %v", err)
+	}
+	if r.Count != len(r.VMSnapshot) {
+		t.Fatalf("listVMSnapshot count %d for %d items", r.Count, len(r.VMSnapshot))
+	}
+	return r.VMSnapshot
+}
+
+func vsOne(t *testing.T, cs *cloudstack.CloudStackClient, id string) *cloudstack.VMSnapshot {
+	t.Helper()
+	l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVmsnapshotid(id) })
+	if len(l) != 1 {
+		t.Fatalf("listVMSnapshot vmsnapshotid=%s: %d", id, len(l))
+	}
+	return l[0]
+}
+
+// TestVMSnapshotsSimulator drives VM snapshots on the simulator through
+// the API: create (disk, disk and memory, of a stopped VM), list filters,
+// the snapshot tree, revert (Running or Stopped after), delete, the rules
+// CloudStack applies, a failing hypervisor, and destroy taking them along.
+func TestVMSnapshotsSimulator(t *testing.T) {
+	c := vmtSetup(t)
+	cs, db := c.cs, c.s.DB
+	d := vmtMust[*cloudstack.DeployVirtualMachineResponse](t, "deploy")(c.deploy(t, cs, "snappy", nil))
+	host := d.Hostname
+
+	// ---- create ----
+	s1, err := vsCreate(cs, d.Id, "before-upgrade", false, func(p *cloudstack.CreateVMSnapshotParams) { p.SetDescription("disks only") })
+	if err != nil {
+		t.Fatalf("createVMSnapshot: %v", err)
+	}
+	if s1.Id == "" || s1.State != "Ready" || s1.Type != "Disk" || !s1.Current || s1.Parent != "" || s1.Displayname != "before-upgrade" ||
+		s1.Description != "disks only" || s1.Virtualmachineid != d.Id || s1.Virtualmachinename != "snappy" || s1.Hypervisor != "Simulator" ||
+		s1.Zoneid != c.zoneID || s1.Zonename != "vm-zone" || s1.Account != "admin" || s1.Domainid == "" || s1.Created == "" ||
+		s1.Name == "" || s1.Name == s1.Displayname {
+		t.Fatalf("createVMSnapshot answered %+v", s1)
+	}
+	s2, err := vsCreate(cs, d.Id, "with-memory", true, nil)
+	if err != nil {
+		t.Fatalf("createVMSnapshot snapshotmemory: %v", err)
+	}
+	if s2.State != "Ready" || s2.Type != "DiskAndMemory" || !s2.Current || s2.Parent != s1.Id || s2.ParentName != "before-upgrade" {
+		t.Fatalf("second snapshot = %+v", s2)
+	}
+	if x := vsOne(t, cs, s1.Id); x.Current {
+		t.Errorf("the first snapshot is still current after the second: %+v", x)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM events WHERE type = 'VMSNAPSHOT.CREATE' AND resource_uuid IN (?, ?)", s1.Id, s2.Id); n != 2 {
+		t.Errorf("%d VMSNAPSHOT.CREATE events, want 2", n)
+	}
+
+	// ---- list filters ----
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 2 || l[0].Id != s1.Id || l[1].Id != s2.Id {
+		t.Errorf("listVMSnapshot virtualmachineid: %+v", l)
+	}
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetName("with-memory") }); len(l) != 1 || l[0].Id != s2.Id {
+		t.Errorf("listVMSnapshot name: %+v", l)
+	}
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetKeyword("DISKS ONLY") }); len(l) != 1 || l[0].Id != s1.Id {
+		t.Errorf("listVMSnapshot keyword: %+v", l)
+	}
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetState("Ready") }); len(l) != 2 {
+		t.Errorf("listVMSnapshot state=Ready: %d", len(l))
+	}
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetState("Error") }); len(l) != 0 {
+		t.Errorf("listVMSnapshot state=Error: %d", len(l))
+	}
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVmsnapshotids([]string{s1.Id, s2.Id}) }); len(l) != 2 {
+		t.Errorf("listVMSnapshot vmsnapshotids: %d", len(l))
+	}
+	if _, err := cs.Resourcetags.CreateTags(cs.Resourcetags.NewCreateTagsParams([]string{s1.Id}, "VMSnapshot", map[string]string{"stage": "pre"})); err != nil {
+		t.Fatalf("createTags on a VM snapshot: %v", err)
+	}
+	l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetTags(map[string]string{"stage": "pre"}) })
+	if len(l) != 1 || l[0].Id != s1.Id || len(l[0].Tags) != 1 || l[0].Tags[0].Key != "stage" || l[0].Tags[0].Value != "pre" {
+		t.Errorf("listVMSnapshot tags: %+v", l)
+	}
+	// Another account sees none of them and cannot snapshot the VM.
+	u := catCreateUser(t, c.s, "vsuser")
+	if l := vsList(t, u.Client, func(p *cloudstack.ListVMSnapshotParams) { p.SetListall(true) }); len(l) != 0 {
+		t.Errorf("another account lists %d VM snapshots", len(l))
+	}
+	_, err = vsCreate(u.Client, d.Id, "theirs", false, nil)
+	wantVMErr(t, "createVMSnapshot of another account's VM", err, 531, "permission")
+	_, err = u.Client.Snapshot.DeleteVMSnapshot(u.Client.Snapshot.NewDeleteVMSnapshotParams(s1.Id))
+	wantVMErr(t, "deleteVMSnapshot of another account's snapshot", err, 431, "Unable to find VM snapshot")
+
+	// ---- rules ----
+	_, err = vsCreate(cs, d.Id, "quiet", false, func(p *cloudstack.CreateVMSnapshotParams) { p.SetQuiescevm(true) })
+	wantVMErr(t, "quiescevm on the simulator", err, 432, "quiesc")
+	_, err = vsCreate(cs, "6b1e5a55-0000-4000-8000-000000000000", "nope", false, nil)
+	wantVMErr(t, "createVMSnapshot of no VM", err, 431, "Unable to find virtual machine")
+	_, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams("6b1e5a55-0000-4000-8000-000000000000"))
+	wantVMErr(t, "revert to no snapshot", err, 431, "Unable to find VM snapshot")
+	var rootID string
+	rootSize := int64(0)
+	lv := cs.Volume.NewListVolumesParams()
+	lv.SetVirtualmachineid(d.Id)
+	for _, v := range vmtMust[*cloudstack.ListVolumesResponse](t, "listVolumes")(cs.Volume.ListVolumes(lv)).Volumes {
+		if v.Type == "ROOT" {
+			rootID, rootSize = v.Id, v.Size
+		}
+	}
+	rp := cs.Volume.NewResizeVolumeParams(rootID)
+	rp.SetSize(rootSize>>30 + 1)
+	_, err = cs.Volume.ResizeVolume(rp)
+	wantVMErr(t, "resize the root volume of a VM with VM snapshots", err, 431, "VM snapshots")
+	_, err = cs.VirtualMachine.MigrateVirtualMachine(cs.VirtualMachine.NewMigrateVirtualMachineParams(d.Id))
+	wantVMErr(t, "migrate a VM with VM snapshots", err, 431, "VM snapshots")
+
+	// The hypervisor refuses: the job fails with its reason and leaves
+	// no snapshot behind.
+	hostSim(t, c.s, "name", "CreateVMSnapshot", "clusterid", c.clusterID, "count", "1", "mode", "invalid", "message", "disk busy")
+	_, err = vsCreate(cs, d.Id, "doomed", false, nil)
+	wantVMErr(t, "createVMSnapshot with the hypervisor failing", err, 431, "disk busy")
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 2 {
+		t.Errorf("%d VM snapshots listed after a failed create, want 2", len(l))
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM vm_snapshots WHERE display_name = 'doomed' AND state = 'Error' AND removed IS NOT NULL AND state_reason LIKE '%disk busy%'"); n != 1 {
+		t.Errorf("the failed snapshot is not Error and removed with the reason")
+	}
+	if x := vsOne(t, cs, s2.Id); !x.Current {
+		t.Errorf("a failed create moved current away from %s", s2.Id)
+	}
+
+	// ---- revert ----
+	// To a Disk snapshot: the VM ends Stopped (and gives its host back).
+	usedMHz, _ := c.used(t)
+	rv, err := cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s1.Id))
+	if err != nil {
+		t.Fatalf("revertToVMSnapshot disk: %v", err)
+	}
+	if rv.Id != d.Id || rv.State != "Stopped" {
+		t.Fatalf("revert to a Disk snapshot answered the VM %s in %s, want Stopped", rv.Id, rv.State)
+	}
+	if x := vsOne(t, cs, s1.Id); !x.Current || x.State != "Ready" {
+		t.Errorf("reverted-to snapshot = %+v, want Ready and current", x)
+	}
+	if mhz, _ := c.used(t); mhz != usedMHz-500 {
+		t.Errorf("capacity used after a revert that stopped the VM: %d MHz, want %d", mhz, usedMHz-500)
+	}
+	// To a DiskAndMemory snapshot a stopped VM is refused; started, it reverts and runs.
+	_, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id))
+	wantVMErr(t, "revert a stopped VM to a memory snapshot", err, 431, "start it")
+	_, err = vsCreate(cs, d.Id, "mem-of-stopped", true, nil)
+	wantVMErr(t, "memory snapshot of a stopped VM", err, 431, "Running")
+	st := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d.Id)))
+	if st.Hostname != host {
+		t.Errorf("VM with VM snapshots started on %s, not on %s which holds them", st.Hostname, host)
+	}
+	rv, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id))
+	if err != nil || rv.State != "Running" {
+		t.Fatalf("revert to a DiskAndMemory snapshot: %v %+v", err, rv)
+	}
+	if x := vsOne(t, cs, s2.Id); !x.Current {
+		t.Errorf("s2 not current after reverting to it")
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM events WHERE type = 'VMSNAPSHOT.REVERTTO' AND level = 'INFO'"); n != 2 {
+		t.Errorf("%d VMSNAPSHOT.REVERTTO events, want 2", n)
+	}
+
+	// ---- delete ----
+	// Deleting the current snapshot makes its parent current.
+	del, err := cs.Snapshot.DeleteVMSnapshot(cs.Snapshot.NewDeleteVMSnapshotParams(s2.Id))
+	if err != nil || !del.Success {
+		t.Fatalf("deleteVMSnapshot: %v %+v", err, del)
+	}
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 1 || l[0].Id != s1.Id || !l[0].Current {
+		t.Errorf("after deleting the current snapshot: %+v", l)
+	}
+	_, err = cs.Snapshot.DeleteVMSnapshot(cs.Snapshot.NewDeleteVMSnapshotParams(s2.Id))
+	wantVMErr(t, "delete a deleted snapshot", err, 431, "Unable to find VM snapshot")
+
+	// A stopped VM keeps its snapshots and takes new disk ones.
+	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d.Id)))
+	s3, err := vsCreate(cs, d.Id, "stopped", false, nil)
+	if err != nil || s3.State != "Ready" || s3.Parent != s1.Id {
+		t.Fatalf("snapshot of a stopped VM: %v %+v", err, s3)
+	}
+
+	// A stopped VM without snapshots is defined on no host: its first
+	// snapshot defines it on its last host, deleting the last one undoes that.
+	d2 := vmtMust[*cloudstack.DeployVirtualMachineResponse](t, "deploy second")(c.deploy(t, cs, "snappy2", nil))
+	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop second")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d2.Id)))
+	s4, err := vsCreate(cs, d2.Id, "cold", false, nil)
+	if err != nil || s4.State != "Ready" {
+		t.Fatalf("first snapshot of a stopped VM: %v %+v", err, s4)
+	}
+	if _, err := cs.Snapshot.DeleteVMSnapshot(cs.Snapshot.NewDeleteVMSnapshotParams(s4.Id)); err != nil {
+		t.Fatalf("delete the stopped VM's only snapshot: %v", err)
+	}
+	if r := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start second")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d2.Id))); r.State != "Running" {
+		t.Fatalf("start after its snapshots went: %+v", r)
+	}
+
+	// ---- destroy takes them along ----
+	dp := cs.VirtualMachine.NewDestroyVirtualMachineParams(d.Id)
+	dp.SetExpunge(true)
+	vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy")(cs.VirtualMachine.DestroyVirtualMachine(dp))
+	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 0 {
+		t.Errorf("%d VM snapshots listed after the VM was destroyed", len(l))
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM vm_snapshots WHERE uuid IN (?, ?) AND removed IS NULL", s1.Id, s3.Id); n != 0 {
+		t.Errorf("%d VM snapshot rows of the destroyed VM not removed", n)
+	}
+}
