@@ -395,7 +395,8 @@ func (a *VMSnapshots) VMSnapshotRevertOnHost(ctx context.Context, in VMSnapshotI
 		return "", err
 	}
 	st, err := callHeartbeating(ctx, func(ctx context.Context) (hypervisor.State, error) {
-		return drv.RevertVMSnapshot(ctx, h, hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID}, s.UUID)
+		return drv.RevertVMSnapshot(ctx, h, hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID},
+			hypervisor.VMSnapshotSpec{Name: s.UUID, DisplayName: s.DisplayName, Memory: s.Type == models.VMSnapshotDiskAndMemory})
 	})
 	if err != nil {
 		return "", vmSnapDriverFailure(err)

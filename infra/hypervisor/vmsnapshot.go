@@ -12,9 +12,10 @@ type VMSnapshots interface {
 	// CreateVMSnapshot takes a snapshot of a defined VM. Memory needs the
 	// VM running; it becomes the VM's current snapshot.
 	CreateVMSnapshot(ctx context.Context, h Host, vm VMRef, s VMSnapshotSpec) (VMSnapshotInfo, error)
-	// RevertVMSnapshot returns the VM to the snapshot and answers its power
-	// state after: Running for a snapshot with memory, Stopped without.
-	RevertVMSnapshot(ctx context.Context, h Host, vm VMRef, name string) (State, error)
+	// RevertVMSnapshot returns the VM to the snapshot s.Name and answers
+	// its power state after: Running for a snapshot with memory (s.Memory,
+	// as the inventory recorded it), Stopped without.
+	RevertVMSnapshot(ctx context.Context, h Host, vm VMRef, s VMSnapshotSpec) (State, error)
 	// DeleteVMSnapshot removes one snapshot (its data merges into its
 	// children or the VM's current disks); a missing one is success.
 	DeleteVMSnapshot(ctx context.Context, h Host, vm VMRef, name string) error
@@ -46,7 +47,7 @@ func (u Unsupported) CreateVMSnapshot(context.Context, Host, VMRef, VMSnapshotSp
 }
 
 // RevertVMSnapshot is not supported.
-func (u Unsupported) RevertVMSnapshot(context.Context, Host, VMRef, string) (State, error) {
+func (u Unsupported) RevertVMSnapshot(context.Context, Host, VMRef, VMSnapshotSpec) (State, error) {
 	return StateUnknown, u.unsupported("RevertVMSnapshot")
 }
 

@@ -98,8 +98,9 @@ func (d *Driver) CreateVMSnapshot(ctx context.Context, h hypervisor.Host, ref hy
 
 // RevertVMSnapshot makes the snapshot current and sets the VM's power
 // state from it.
-func (d *Driver) RevertVMSnapshot(ctx context.Context, h hypervisor.Host, ref hypervisor.VMRef, name string) (hypervisor.State, error) {
+func (d *Driver) RevertVMSnapshot(ctx context.Context, h hypervisor.Host, ref hypervisor.VMRef, spec hypervisor.VMSnapshotSpec) (hypervisor.State, error) {
 	const op = "RevertVMSnapshot"
+	name := spec.Name
 	if err := d.begin(ctx, op, h, ref.String()); err != nil {
 		return hypervisor.StateUnknown, err
 	}
