@@ -1,13 +1,22 @@
 package tests
 
 import (
+	"context"
+	"slices"
 	"testing"
 
 	"github.com/apache/cloudstack-go/v2/cloudstack"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere/vcsim"
+	"github.com/nimbus-cloud/nimbus/models"
 )
 
-// vsCreate takes a VM snapshot through the API.
-func vsCreate(cs *cloudstack.CloudStackClient, vmID, name string, memory bool, set func(*cloudstack.CreateVMSnapshotParams)) (*cloudstack.CreateVMSnapshotResponse, error) {
+// vmsCreate takes a VM snapshot through the API.
+func vmsCreate(cs *cloudstack.CloudStackClient, vmID, name string, memory bool, set func(*cloudstack.CreateVMSnapshotParams)) (*cloudstack.CreateVMSnapshotResponse, error) {
 	p := cs.Snapshot.NewCreateVMSnapshotParams(vmID)
 	p.SetName(name)
 	p.SetSnapshotmemory(memory)
@@ -17,8 +26,8 @@ func vsCreate(cs *cloudstack.CloudStackClient, vmID, name string, memory bool, s
 	return cs.Snapshot.CreateVMSnapshot(p)
 }
 
-// vsList lists VM snapshots with filters.
-func vsList(t *testing.T, cs *cloudstack.CloudStackClient, set func(*cloudstack.ListVMSnapshotParams)) []*cloudstack.VMSnapshot {
+// vmsList lists VM snapshots with filters.
+func vmsList(t *testing.T, cs *cloudstack.CloudStackClient, set func(*cloudstack.ListVMSnapshotParams)) []*cloudstack.VMSnapshot {
 	t.Helper()
 	p := cs.Snapshot.NewListVMSnapshotParams()
 	if set != nil {
@@ -34,9 +43,9 @@ func vsList(t *testing.T, cs *cloudstack.CloudStackClient, set func(*cloudstack.
 	return r.VMSnapshot
 }
 
-func vsOne(t *testing.T, cs *cloudstack.CloudStackClient, id string) *cloudstack.VMSnapshot {
+func vmsOne(t *testing.T, cs *cloudstack.CloudStackClient, id string) *cloudstack.VMSnapshot {
 	t.Helper()
-	l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVmsnapshotid(id) })
+	l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVmsnapshotid(id) })
 	if len(l) != 1 {
 		t.Fatalf("listVMSnapshot vmsnapshotid=%s: %d", id, len(l))
 	}
@@ -54,7 +63,7 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	host := d.Hostname
 
 	// ---- create ----
-	s1, err := vsCreate(cs, d.Id, "before-upgrade", false, func(p *cloudstack.CreateVMSnapshotParams) { p.SetDescription("disks only") })
+	s1, err := vmsCreate(cs, d.Id, "before-upgrade", false, func(p *cloudstack.CreateVMSnapshotParams) { p.SetDescription("disks only") })
 	if err != nil {
 		t.Fatalf("createVMSnapshot: %v", err)
 	}
@@ -64,14 +73,14 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 		s1.Name == "" || s1.Name == s1.Displayname {
 		t.Fatalf("createVMSnapshot answered %+v", s1)
 	}
-	s2, err := vsCreate(cs, d.Id, "with-memory", true, nil)
+	s2, err := vmsCreate(cs, d.Id, "with-memory", true, nil)
 	if err != nil {
 		t.Fatalf("createVMSnapshot snapshotmemory: %v", err)
 	}
 	if s2.State != "Ready" || s2.Type != "DiskAndMemory" || !s2.Current || s2.Parent != s1.Id || s2.ParentName != "before-upgrade" {
 		t.Fatalf("second snapshot = %+v", s2)
 	}
-	if x := vsOne(t, cs, s1.Id); x.Current {
+	if x := vmsOne(t, cs, s1.Id); x.Current {
 		t.Errorf("the first snapshot is still current after the second: %+v", x)
 	}
 	if n := nsCount(t, db, "SELECT COUNT(*) FROM events WHERE type = 'VMSNAPSHOT.CREATE' AND resource_uuid IN (?, ?)", s1.Id, s2.Id); n != 2 {
@@ -79,45 +88,45 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	}
 
 	// ---- list filters ----
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 2 || l[0].Id != s1.Id || l[1].Id != s2.Id {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 2 || l[0].Id != s1.Id || l[1].Id != s2.Id {
 		t.Errorf("listVMSnapshot virtualmachineid: %+v", l)
 	}
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetName("with-memory") }); len(l) != 1 || l[0].Id != s2.Id {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetName("with-memory") }); len(l) != 1 || l[0].Id != s2.Id {
 		t.Errorf("listVMSnapshot name: %+v", l)
 	}
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetKeyword("DISKS ONLY") }); len(l) != 1 || l[0].Id != s1.Id {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetKeyword("DISKS ONLY") }); len(l) != 1 || l[0].Id != s1.Id {
 		t.Errorf("listVMSnapshot keyword: %+v", l)
 	}
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetState("Ready") }); len(l) != 2 {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetState("Ready") }); len(l) != 2 {
 		t.Errorf("listVMSnapshot state=Ready: %d", len(l))
 	}
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetState("Error") }); len(l) != 0 {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetState("Error") }); len(l) != 0 {
 		t.Errorf("listVMSnapshot state=Error: %d", len(l))
 	}
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVmsnapshotids([]string{s1.Id, s2.Id}) }); len(l) != 2 {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVmsnapshotids([]string{s1.Id, s2.Id}) }); len(l) != 2 {
 		t.Errorf("listVMSnapshot vmsnapshotids: %d", len(l))
 	}
 	if _, err := cs.Resourcetags.CreateTags(cs.Resourcetags.NewCreateTagsParams([]string{s1.Id}, "VMSnapshot", map[string]string{"stage": "pre"})); err != nil {
 		t.Fatalf("createTags on a VM snapshot: %v", err)
 	}
-	l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetTags(map[string]string{"stage": "pre"}) })
+	l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetTags(map[string]string{"stage": "pre"}) })
 	if len(l) != 1 || l[0].Id != s1.Id || len(l[0].Tags) != 1 || l[0].Tags[0].Key != "stage" || l[0].Tags[0].Value != "pre" {
 		t.Errorf("listVMSnapshot tags: %+v", l)
 	}
 	// Another account sees none of them and cannot snapshot the VM.
 	u := catCreateUser(t, c.s, "vsuser")
-	if l := vsList(t, u.Client, func(p *cloudstack.ListVMSnapshotParams) { p.SetListall(true) }); len(l) != 0 {
+	if l := vmsList(t, u.Client, func(p *cloudstack.ListVMSnapshotParams) { p.SetListall(true) }); len(l) != 0 {
 		t.Errorf("another account lists %d VM snapshots", len(l))
 	}
-	_, err = vsCreate(u.Client, d.Id, "theirs", false, nil)
+	_, err = vmsCreate(u.Client, d.Id, "theirs", false, nil)
 	wantVMErr(t, "createVMSnapshot of another account's VM", err, 531, "permission")
 	_, err = u.Client.Snapshot.DeleteVMSnapshot(u.Client.Snapshot.NewDeleteVMSnapshotParams(s1.Id))
 	wantVMErr(t, "deleteVMSnapshot of another account's snapshot", err, 431, "Unable to find VM snapshot")
 
 	// ---- rules ----
-	_, err = vsCreate(cs, d.Id, "quiet", false, func(p *cloudstack.CreateVMSnapshotParams) { p.SetQuiescevm(true) })
+	_, err = vmsCreate(cs, d.Id, "quiet", false, func(p *cloudstack.CreateVMSnapshotParams) { p.SetQuiescevm(true) })
 	wantVMErr(t, "quiescevm on the simulator", err, 432, "quiesc")
-	_, err = vsCreate(cs, "6b1e5a55-0000-4000-8000-000000000000", "nope", false, nil)
+	_, err = vmsCreate(cs, "6b1e5a55-0000-4000-8000-000000000000", "nope", false, nil)
 	wantVMErr(t, "createVMSnapshot of no VM", err, 431, "Unable to find virtual machine")
 	_, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams("6b1e5a55-0000-4000-8000-000000000000"))
 	wantVMErr(t, "revert to no snapshot", err, 431, "Unable to find VM snapshot")
@@ -140,15 +149,15 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	// The hypervisor refuses: the job fails with its reason and leaves
 	// no snapshot behind.
 	hostSim(t, c.s, "name", "CreateVMSnapshot", "clusterid", c.clusterID, "count", "1", "mode", "invalid", "message", "disk busy")
-	_, err = vsCreate(cs, d.Id, "doomed", false, nil)
+	_, err = vmsCreate(cs, d.Id, "doomed", false, nil)
 	wantVMErr(t, "createVMSnapshot with the hypervisor failing", err, 431, "disk busy")
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 2 {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 2 {
 		t.Errorf("%d VM snapshots listed after a failed create, want 2", len(l))
 	}
 	if n := nsCount(t, db, "SELECT COUNT(*) FROM vm_snapshots WHERE display_name = 'doomed' AND state = 'Error' AND removed IS NOT NULL AND state_reason LIKE '%disk busy%'"); n != 1 {
 		t.Errorf("the failed snapshot is not Error and removed with the reason")
 	}
-	if x := vsOne(t, cs, s2.Id); !x.Current {
+	if x := vmsOne(t, cs, s2.Id); !x.Current {
 		t.Errorf("a failed create moved current away from %s", s2.Id)
 	}
 
@@ -162,7 +171,7 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	if rv.Id != d.Id || rv.State != "Stopped" {
 		t.Fatalf("revert to a Disk snapshot answered the VM %s in %s, want Stopped", rv.Id, rv.State)
 	}
-	if x := vsOne(t, cs, s1.Id); !x.Current || x.State != "Ready" {
+	if x := vmsOne(t, cs, s1.Id); !x.Current || x.State != "Ready" {
 		t.Errorf("reverted-to snapshot = %+v, want Ready and current", x)
 	}
 	if mhz, _ := c.used(t); mhz != usedMHz-500 {
@@ -171,7 +180,7 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	// To a DiskAndMemory snapshot a stopped VM is refused; started, it reverts and runs.
 	_, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id))
 	wantVMErr(t, "revert a stopped VM to a memory snapshot", err, 431, "start it")
-	_, err = vsCreate(cs, d.Id, "mem-of-stopped", true, nil)
+	_, err = vmsCreate(cs, d.Id, "mem-of-stopped", true, nil)
 	wantVMErr(t, "memory snapshot of a stopped VM", err, 431, "Running")
 	st := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d.Id)))
 	if st.Hostname != host {
@@ -181,7 +190,7 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	if err != nil || rv.State != "Running" {
 		t.Fatalf("revert to a DiskAndMemory snapshot: %v %+v", err, rv)
 	}
-	if x := vsOne(t, cs, s2.Id); !x.Current {
+	if x := vmsOne(t, cs, s2.Id); !x.Current {
 		t.Errorf("s2 not current after reverting to it")
 	}
 	if n := nsCount(t, db, "SELECT COUNT(*) FROM events WHERE type = 'VMSNAPSHOT.REVERTTO' AND level = 'INFO'"); n != 2 {
@@ -194,7 +203,7 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	if err != nil || !del.Success {
 		t.Fatalf("deleteVMSnapshot: %v %+v", err, del)
 	}
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 1 || l[0].Id != s1.Id || !l[0].Current {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 1 || l[0].Id != s1.Id || !l[0].Current {
 		t.Errorf("after deleting the current snapshot: %+v", l)
 	}
 	_, err = cs.Snapshot.DeleteVMSnapshot(cs.Snapshot.NewDeleteVMSnapshotParams(s2.Id))
@@ -202,7 +211,7 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 
 	// A stopped VM keeps its snapshots and takes new disk ones.
 	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d.Id)))
-	s3, err := vsCreate(cs, d.Id, "stopped", false, nil)
+	s3, err := vmsCreate(cs, d.Id, "stopped", false, nil)
 	if err != nil || s3.State != "Ready" || s3.Parent != s1.Id {
 		t.Fatalf("snapshot of a stopped VM: %v %+v", err, s3)
 	}
@@ -211,7 +220,7 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	// snapshot defines it on its last host, deleting the last one undoes that.
 	d2 := vmtMust[*cloudstack.DeployVirtualMachineResponse](t, "deploy second")(c.deploy(t, cs, "snappy2", nil))
 	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop second")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d2.Id)))
-	s4, err := vsCreate(cs, d2.Id, "cold", false, nil)
+	s4, err := vmsCreate(cs, d2.Id, "cold", false, nil)
 	if err != nil || s4.State != "Ready" {
 		t.Fatalf("first snapshot of a stopped VM: %v %+v", err, s4)
 	}
@@ -226,10 +235,126 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	dp := cs.VirtualMachine.NewDestroyVirtualMachineParams(d.Id)
 	dp.SetExpunge(true)
 	vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy")(cs.VirtualMachine.DestroyVirtualMachine(dp))
-	if l := vsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 0 {
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(d.Id) }); len(l) != 0 {
 		t.Errorf("%d VM snapshots listed after the VM was destroyed", len(l))
 	}
 	if n := nsCount(t, db, "SELECT COUNT(*) FROM vm_snapshots WHERE uuid IN (?, ?) AND removed IS NULL", s1.Id, s3.Id); n != 0 {
 		t.Errorf("%d VM snapshot rows of the destroyed VM not removed", n)
+	}
+}
+
+// vmsVCenterTree reads a VM's snapshot tree from the simulated vCenter:
+// the snapshot names (Nimbus names them by snapshot id), parents first, the
+// current one, and the VM's power state; exists is false without the VM.
+func vmsVCenterTree(t *testing.T, sim *vcsim.Sim, vmID string) (names []string, current string, power types.VirtualMachinePowerState, exists bool) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := sim.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Logout(ctx) }()
+	dc, err := object.NewSearchIndex(c.Client).FindByInventoryPath(ctx, "/DC0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := object.NewSearchIndex(c.Client).FindByUuid(ctx, dc.(*object.Datacenter), vmID, true, types.NewBool(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref == nil {
+		return nil, "", "", false
+	}
+	var vm mo.VirtualMachine
+	if err := property.DefaultCollector(c.Client).RetrieveOne(ctx, ref.Reference(), []string{"snapshot", "runtime.powerState"}, &vm); err != nil {
+		t.Fatal(err)
+	}
+	if vm.Snapshot == nil {
+		return nil, "", vm.Runtime.PowerState, true
+	}
+	var walk func([]types.VirtualMachineSnapshotTree)
+	walk = func(l []types.VirtualMachineSnapshotTree) {
+		for _, n := range l {
+			names = append(names, n.Name)
+			if vm.Snapshot.CurrentSnapshot != nil && *vm.Snapshot.CurrentSnapshot == n.Snapshot {
+				current = n.Name
+			}
+			walk(n.ChildSnapshotList)
+		}
+	}
+	walk(vm.Snapshot.RootSnapshotList)
+	return names, current, vm.Runtime.PowerState, true
+}
+
+// TestVMSnapshotsVSphere takes, reverts to and deletes VM snapshots of a VM
+// on the vCenter simulator through the API and checks vCenter's own
+// snapshot tree and power state each time.
+func TestVMSnapshotsVSphere(t *testing.T) {
+	c := vsSetup(t)
+	cs, sim := c.cs, c.sim
+	dp := cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, c.tpl, c.zone)
+	dp.SetName("vs-snap")
+	dp.SetNetworkids([]string{c.nw})
+	dep := vmtMust[*cloudstack.DeployVirtualMachineResponse](t, "deploy")(cs.VirtualMachine.DeployVirtualMachine(dp))
+
+	s1, err := vmsCreate(cs, dep.Id, "disk-only", false, nil)
+	if err != nil || s1.State != "Ready" || s1.Type != "Disk" || s1.Hypervisor != "VMware" {
+		t.Fatalf("createVMSnapshot: %v %+v", err, s1)
+	}
+	s2, err := vmsCreate(cs, dep.Id, "with-memory", true, func(p *cloudstack.CreateVMSnapshotParams) { p.SetQuiescevm(true) })
+	if err != nil || s2.Type != "DiskAndMemory" || s2.Parent != s1.Id || !s2.Current {
+		t.Fatalf("createVMSnapshot with memory: %v %+v", err, s2)
+	}
+	if names, cur, _, _ := vmsVCenterTree(t, sim, dep.Id); !slices.Equal(names, []string{s1.Id, s2.Id}) || cur != s2.Id {
+		t.Fatalf("vCenter's snapshot tree = %v (current %s), want [%s %s]", names, cur, s1.Id, s2.Id)
+	}
+
+	// Revert to the disk-only snapshot: Stopped, and still in vCenter with
+	// its snapshots (stopped VMs are otherwise removed from vCenter).
+	rv, err := cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s1.Id))
+	if err != nil || rv.State != "Stopped" {
+		t.Fatalf("revert to the disk snapshot: %v %+v", err, rv)
+	}
+	if names, cur, power, ok := vmsVCenterTree(t, sim, dep.Id); !ok || len(names) != 2 || cur != s1.Id || power != types.VirtualMachinePowerStatePoweredOff {
+		t.Fatalf("vCenter after the revert: exists %v tree %v current %s power %s", ok, names, cur, power)
+	}
+	st := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(dep.Id)))
+	if st.Hostname != dep.Hostname {
+		t.Errorf("started on %s, not on %s where its snapshots are", st.Hostname, dep.Hostname)
+	}
+	rv, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id))
+	if err != nil || rv.State != "Running" {
+		t.Fatalf("revert to the memory snapshot: %v %+v", err, rv)
+	}
+	if _, cur, power, _ := vmsVCenterTree(t, sim, dep.Id); cur != s2.Id || power != types.VirtualMachinePowerStatePoweredOn {
+		t.Fatalf("vCenter after reverting to memory: current %s power %s", cur, power)
+	}
+
+	// Delete: gone from vCenter's tree.
+	if _, err := cs.Snapshot.DeleteVMSnapshot(cs.Snapshot.NewDeleteVMSnapshotParams(s1.Id)); err != nil {
+		t.Fatalf("deleteVMSnapshot: %v", err)
+	}
+	if names, _, _, _ := vmsVCenterTree(t, sim, dep.Id); !slices.Equal(names, []string{s2.Id}) {
+		t.Fatalf("vCenter's tree after deleting %s = %v", s1.Id, names)
+	}
+	if _, err := cs.Snapshot.DeleteVMSnapshot(cs.Snapshot.NewDeleteVMSnapshotParams(s2.Id)); err != nil {
+		t.Fatalf("deleteVMSnapshot: %v", err)
+	}
+	if names, _, _, _ := vmsVCenterTree(t, sim, dep.Id); len(names) != 0 {
+		t.Fatalf("vCenter's tree after deleting both = %v", names)
+	}
+
+	// Destroy with a snapshot left: the VM and its snapshots leave vCenter.
+	if _, err := vmsCreate(cs, dep.Id, "last", false, nil); err != nil {
+		t.Fatalf("createVMSnapshot: %v", err)
+	}
+	dd := cs.VirtualMachine.NewDestroyVirtualMachineParams(dep.Id)
+	dd.SetExpunge(true)
+	vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy")(cs.VirtualMachine.DestroyVirtualMachine(dd))
+	if _, _, _, ok := vmsVCenterTree(t, sim, dep.Id); ok {
+		t.Fatalf("the destroyed VM is still in vCenter")
+	}
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(dep.Id) }); len(l) != 0 {
+		t.Fatalf("%d VM snapshots listed after destroy", len(l))
 	}
 }
