@@ -2,8 +2,12 @@ package tests
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/cloudstack-go/v2/cloudstack"
 	"github.com/vmware/govmomi/object"
@@ -353,6 +357,139 @@ func TestVMSnapshotsVSphere(t *testing.T) {
 	vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy")(cs.VirtualMachine.DestroyVirtualMachine(dd))
 	if _, _, _, ok := vmsVCenterTree(t, sim, dep.Id); ok {
 		t.Fatalf("the destroyed VM is still in vCenter")
+	}
+	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(dep.Id) }); len(l) != 0 {
+		t.Fatalf("%d VM snapshots listed after destroy", len(l))
+	}
+}
+
+// kvmRootFile is the source of a domain's first disk (virsh domblklist):
+// a file, or a volume of a pool.
+func kvmRootFile(t *testing.T, name string) string {
+	t.Helper()
+	out, err := kvmVirsh(t, "domblklist", name)
+	if err != nil {
+		t.Fatalf("virsh domblklist %s: %v: %s", name, err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "vda" {
+			return f[1]
+		}
+	}
+	t.Fatalf("no vda in virsh domblklist %s:\n%s", name, out)
+	return ""
+}
+
+// kvmQemuIO runs qemu-io on a stopped domain's qcow2 disk and tells whether
+// the command (a write, or a read checking a pattern) succeeded.
+func kvmQemuIO(file, cmd string) bool {
+	out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", cmd, file).CombinedOutput()
+	return err == nil && !strings.Contains(string(out), "failed")
+}
+
+// TestVMSnapshotsKVM takes VM snapshots of a real TCG guest through the API:
+// virsh lists them, reverting returns the guest to them (running on from
+// a memory snapshot without a new boot; a disk snapshot brings the disk's
+// data back and leaves the VM Stopped but defined), deleting removes them,
+// destroying the VM takes the rest.
+func TestVMSnapshotsKVM(t *testing.T) {
+	c := kvmSetup(t)
+	cs := c.cs
+	dep, err := c.deploy(t, "kvm-snap")
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	name := dep.Instancename
+	t.Cleanup(func() {
+		// A domain with snapshots is undefined only with their metadata.
+		lv := os.Getenv("NIMBUS_TEST_LIBVIRT")
+		_ = exec.Command("virsh", "-c", lv, "destroy", dep.Id).Run()
+		_ = exec.Command("virsh", "-c", lv, "undefine", dep.Id, "--snapshots-metadata", "--nvram").Run()
+	})
+	kvmWaitBoot(t, name, "kvm-snap", dep.Id, 0, 2*time.Minute)
+
+	s1, err := vmsCreate(cs, dep.Id, "booted", true, nil)
+	if err != nil || s1.State != "Ready" || s1.Type != "DiskAndMemory" || s1.Hypervisor != "KVM" {
+		t.Fatalf("createVMSnapshot with memory: %v %+v", err, s1)
+	}
+	s2, err := vmsCreate(cs, dep.Id, "disks", false, nil)
+	if err != nil || s2.Type != "Disk" || s2.Parent != s1.Id {
+		t.Fatalf("createVMSnapshot disk: %v %+v", err, s2)
+	}
+	if out, err := kvmVirsh(t, "snapshot-list", name, "--name"); err != nil || !strings.Contains(out, s1.Id) || !strings.Contains(out, s2.Id) {
+		t.Fatalf("virsh snapshot-list %s: %v\n%s", name, err, out)
+	}
+	_, err = vmsCreate(cs, dep.Id, "quiet", false, func(p *cloudstack.CreateVMSnapshotParams) { p.SetQuiescevm(true) })
+	wantVMErr(t, "quiescevm on KVM", err, 432, "quiesc")
+
+	// Memory: the guest runs on from the snapshot, it does not boot again.
+	boots := kvmBoots(name, "kvm-snap", dep.Id)
+	rv, err := cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s1.Id))
+	if err != nil || rv.State != "Running" {
+		t.Fatalf("revert to the memory snapshot: %v %+v", err, rv)
+	}
+	if st := kvmDomState(t, name); st != "running" {
+		t.Fatalf("domain after a memory revert: %s", st)
+	}
+	if out, _ := kvmVirsh(t, "snapshot-current", name, "--name"); strings.TrimSpace(out) != s1.Id {
+		t.Fatalf("virsh snapshot-current = %q, want %s", out, s1.Id)
+	}
+	time.Sleep(2 * time.Second)
+	if n := kvmBoots(name, "kvm-snap", dep.Id); n != boots {
+		t.Fatalf("the guest booted again after the memory revert (%d boots, was %d)", n, boots)
+	}
+
+	// Disk: Stopped, the domain still defined with its snapshots.
+	rv, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id))
+	if err != nil || rv.State != "Stopped" {
+		t.Fatalf("revert to the disk snapshot: %v %+v", err, rv)
+	}
+	if st := kvmDomState(t, name); st != "shut off" {
+		t.Fatalf("domain after a disk revert: %s", st)
+	}
+	// Data written after the snapshot is gone after reverting to it.
+	root := kvmRootFile(t, name)
+	if !strings.HasPrefix(root, "/") { // a pool volume: its file
+		out, err := kvmVirsh(t, "vol-path", "--pool", c.poolID, root)
+		if err != nil {
+			t.Fatalf("virsh vol-path %s: %v: %s", root, err, out)
+		}
+		root = strings.TrimSpace(out)
+	}
+	if !kvmQemuIO(root, "write -P 0xcd 20M 64k") || !kvmQemuIO(root, "read -P 0xcd 20M 64k") {
+		t.Fatalf("cannot write a pattern to %s", root)
+	}
+	if _, err := cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id)); err != nil {
+		t.Fatalf("revert the stopped VM to the disk snapshot: %v", err)
+	}
+	if kvmQemuIO(root, "read -P 0xcd 20M 64k") {
+		t.Fatal("the data written after the snapshot survived the revert")
+	}
+	st := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(dep.Id)))
+	if st.State != "Running" {
+		t.Fatalf("start after the revert: %+v", st)
+	}
+	kvmWaitBoot(t, name, "kvm-snap", dep.Id, boots, 2*time.Minute)
+
+	// Delete: gone from libvirt.
+	for _, id := range []string{s2.Id, s1.Id} {
+		if _, err := cs.Snapshot.DeleteVMSnapshot(cs.Snapshot.NewDeleteVMSnapshotParams(id)); err != nil {
+			t.Fatalf("deleteVMSnapshot %s: %v", id, err)
+		}
+	}
+	if out, err := kvmVirsh(t, "snapshot-list", name, "--name"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("virsh snapshot-list after deleting both: %v %q", err, out)
+	}
+
+	// Destroy with a snapshot left: the domain goes, and the snapshot with it.
+	if _, err := vmsCreate(cs, dep.Id, "last", true, nil); err != nil {
+		t.Fatalf("createVMSnapshot: %v", err)
+	}
+	dd := cs.VirtualMachine.NewDestroyVirtualMachineParams(dep.Id)
+	dd.SetExpunge(true)
+	vmtMust[*cloudstack.DestroyVirtualMachineResponse](t, "destroy")(cs.VirtualMachine.DestroyVirtualMachine(dd))
+	if st := kvmDomState(t, name); !strings.HasPrefix(st, "absent") {
+		t.Fatalf("domain after destroy: %s", st)
 	}
 	if l := vmsList(t, cs, func(p *cloudstack.ListVMSnapshotParams) { p.SetVirtualmachineid(dep.Id) }); len(l) != 0 {
 		t.Fatalf("%d VM snapshots listed after destroy", len(l))
