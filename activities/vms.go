@@ -1301,8 +1301,17 @@ func (a *VMs) destroyOn(ctx context.Context, vm *models.VMInstance, hostID int64
 	if err != nil {
 		return err
 	}
+	// A VM with VM snapshots is only powered off: they live with its definition.
+	keep, err := VMHasSnapshots(ctx, a.DB, vm.ID)
+	if err != nil {
+		return err
+	}
+	ref := hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID}
 	_, err = callHeartbeating(ctx, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, drv.DestroyVM(ctx, h, hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID})
+		if keep {
+			return struct{}{}, drv.StopVM(ctx, h, ref, hypervisor.StopOptions{Force: true})
+		}
+		return struct{}{}, drv.DestroyVM(ctx, h, ref)
 	})
 	if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 		return driverFailure(err)
