@@ -520,3 +520,26 @@ func vmKeepsDefinition(ctx context.Context, db bun.IDB, vm *models.VMInstance) (
 	}
 	return VMHasSnapshots(ctx, db, vm.ID)
 }
+
+// VMSnapshotSettle releases what a VM snapshot job that ended without
+// finishing (terminated, cancelled or timed out in Temporal) left busy, so
+// its VM takes jobs again: a snapshot it was creating or deleting goes to
+// Error with the reason (deleting it again cleans the hypervisor up), one
+// a revert of the VM held goes back to Ready (the VM itself is settled by
+// its own path). instanceType and uuid are the job's instance.
+func VMSnapshotSettle(ctx context.Context, db bun.IDB, instanceType, uuid, reason string) error {
+	now := models.Now()
+	switch instanceType {
+	case "VMSnapshot":
+		_, err := db.NewUpdate().Model((*models.VMSnapshot)(nil)).Set("state = ?", models.VMSnapshotError).
+			Set("state_reason = ?", clipReason(reason)).Set("updated = ?", now).
+			Where("uuid = ? AND state IN (?)", uuid, bun.In([]string{models.VMSnapshotAllocated, models.VMSnapshotCreating, models.VMSnapshotExpunging})).Exec(ctx)
+		return err
+	case "VirtualMachine":
+		_, err := db.NewUpdate().Model((*models.VMSnapshot)(nil)).Set("state = ?", models.VMSnapshotReady).
+			Set("state_reason = ?", clipReason(reason)).Set("updated = ?", now).
+			Where("state = ? AND vm_id IN (SELECT id FROM vm_instances WHERE uuid = ?)", models.VMSnapshotReverting, uuid).Exec(ctx)
+		return err
+	}
+	return nil
+}
