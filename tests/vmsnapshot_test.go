@@ -65,6 +65,15 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	cs, db := c.cs, c.s.DB
 	d := vmtMust[*cloudstack.DeployVirtualMachineResponse](t, "deploy")(c.deploy(t, cs, "snappy", nil))
 	host := d.Hostname
+	newVol := func(name string) string {
+		cp := cs.Volume.NewCreateVolumeParams()
+		cp.SetName(name)
+		cp.SetZoneid(c.zoneID)
+		cp.SetDiskofferingid(models.DiskOfferingSmallUUID)
+		return vmtMust[*cloudstack.CreateVolumeResponse](t, "createVolume "+name)(cs.Volume.CreateVolume(cp)).Id
+	}
+	data1 := newVol("data1")
+	vmtMust[*cloudstack.AttachVolumeResponse](t, "attachVolume")(cs.Volume.AttachVolume(cs.Volume.NewAttachVolumeParams(data1, d.Id)))
 
 	// ---- create ----
 	s1, err := vmsCreate(cs, d.Id, "before-upgrade", false, func(p *cloudstack.CreateVMSnapshotParams) { p.SetDescription("disks only") })
@@ -149,6 +158,14 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	wantVMErr(t, "resize the root volume of a VM with VM snapshots", err, 431, "VM snapshots")
 	_, err = cs.VirtualMachine.MigrateVirtualMachine(cs.VirtualMachine.NewMigrateVirtualMachineParams(d.Id))
 	wantVMErr(t, "migrate a VM with VM snapshots", err, 431, "VM snapshots")
+	_, err = cs.Volume.DetachVolume(func() *cloudstack.DetachVolumeParams {
+		p := cs.Volume.NewDetachVolumeParams()
+		p.SetId(data1)
+		return p
+	}())
+	wantVMErr(t, "detach a volume of a VM with VM snapshots", err, 431, "VM snapshots")
+	_, err = cs.Volume.AttachVolume(cs.Volume.NewAttachVolumeParams(newVol("data2"), d.Id))
+	wantVMErr(t, "attach a volume to a VM with VM snapshots", err, 431, "VM snapshots")
 
 	// The hypervisor refuses: the job fails with its reason and leaves
 	// no snapshot behind.
