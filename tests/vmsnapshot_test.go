@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -251,6 +252,24 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	if r := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start second")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d2.Id))); r.State != "Running" {
 		t.Fatalf("start after its snapshots went: %+v", r)
 	}
+
+	// A VM snapshot job holds its VM: a VM job meanwhile is refused at once.
+	hostSim(t, c.s, "name", "CreateVMSnapshot", "clusterid", c.clusterID, "count", "0", "latency", "4000")
+	code, body := signedGet(t, c.s.APIURL, c.s.Admin.APIKey, c.s.Admin.SecretKey,
+		url.Values{"command": {"createVMSnapshot"}, "virtualmachineid": {d2.Id}, "name": {"slow"}})
+	if code != 200 {
+		t.Fatalf("createVMSnapshot (slow): HTTP %d %v", code, body)
+	}
+	jobID, _ := body["createvmsnapshotresponse"].(map[string]any)["jobid"].(string)
+	_, err = cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d2.Id))
+	wantVMErr(t, "stop a VM while its snapshot is taken", err, 431, "VM snapshot operation in progress")
+	_, err = vmsCreate(cs, d2.Id, "second", false, nil)
+	wantVMErr(t, "a second snapshot while one is taken", err, 431, "VM snapshot operation in progress")
+	if _, err := cs.GetAsyncJobResult(jobID, 120); err != nil {
+		t.Fatalf("the slow snapshot job: %v", err)
+	}
+	hostSim(t, c.s, "action", "clear")
+	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop after the snapshot")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d2.Id)))
 
 	// ---- destroy takes them along ----
 	dp := cs.VirtualMachine.NewDestroyVirtualMachineParams(d.Id)
