@@ -789,6 +789,14 @@ func (a *VMs) VMPlace(ctx context.Context, in VMPlaceInput) (VMPlacement, error)
 		return VMPlacement{}, vmStateFail(vm, models.VMStarting)
 	}
 	if vm.HostID == 0 {
+		// A VM with VM snapshots is still defined on its last host, with them.
+		if in.Pins.HostID == 0 && vm.LastHostID != 0 {
+			if has, err := VMHasSnapshots(ctx, a.DB, vm.ID); err != nil {
+				return VMPlacement{}, err
+			} else if has {
+				in.Pins.HostID = vm.LastHostID
+			}
+		}
 		pr, err := a.buildPlaceRequest(ctx, vm, in.Pins)
 		if err != nil {
 			return VMPlacement{}, err
@@ -1351,8 +1359,17 @@ func (a *VMs) destroyOn(ctx context.Context, vm *models.VMInstance, hostID int64
 	if err != nil {
 		return err
 	}
+	// A VM with VM snapshots is only powered off: they live with its definition.
+	keep, err := VMHasSnapshots(ctx, a.DB, vm.ID)
+	if err != nil {
+		return err
+	}
+	ref := hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID}
 	_, err = callHeartbeating(ctx, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, drv.DestroyVM(ctx, h, hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID})
+		if keep {
+			return struct{}{}, drv.StopVM(ctx, h, ref, hypervisor.StopOptions{Force: true})
+		}
+		return struct{}{}, drv.DestroyVM(ctx, h, ref)
 	})
 	if err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 		return driverFailure(err)
@@ -1379,9 +1396,17 @@ func (a *VMs) VMStopOnHost(ctx context.Context, in VMStopInput) error {
 		return err
 	}
 	ref := hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID}
+	// A VM with VM snapshots stays defined: they live with its definition.
+	keep, err := vmKeepsDefinition(ctx, a.DB, vm)
+	if err != nil {
+		return err
+	}
 	_, err = callHeartbeating(ctx, func(ctx context.Context) (struct{}, error) {
 		if err := drv.StopVM(ctx, h, ref, hypervisor.StopOptions{Force: in.Forced}); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 			return struct{}{}, err
+		}
+		if keep {
+			return struct{}{}, nil
 		}
 		if err := drv.DestroyVM(ctx, h, ref); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 			return struct{}{}, err
@@ -1535,6 +1560,10 @@ func (a *VMs) VMStopped(ctx context.Context, in VMStoppedInput) error {
 			}
 			// A destroyed BareMetal VM gives its machine up.
 			if err := bmForget(ctx, tx, vm.UUID); err != nil {
+				return err
+			}
+			// Its VM snapshots went from the host with it.
+			if err := removeVMSnapshotsOf(ctx, tx, vm.ID); err != nil {
 				return err
 			}
 			usage = "VM.DESTROY"

@@ -76,6 +76,7 @@ var taggables = []taggable{
 	{Name: "ISO", Table: "vm_templates", Where: "format = 'ISO'", Owned: true, Removed: true},
 	{Name: "Volume", Table: "volumes", Owned: true, Removed: true},
 	{Name: "Snapshot", Table: "snapshots", Owned: true, Removed: true},
+	{Name: "VMSnapshot", Table: "vm_snapshots", Owned: true, Removed: true},
 	{Name: "Network", Table: "networks", Owned: true, Removed: true},
 	{Name: "PublicIpAddress", Table: "ip_addresses", Owned: true},
 	{Name: "FirewallRule", Table: "firewall_rules", Owned: true},

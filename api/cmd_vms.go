@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1310,13 +1311,18 @@ func (c *Call) vmPins(zoneID int64) (activities.VMPins, error) {
 func (c *Call) vmJob(vm *models.VMInstance, from []string, to string, spec JobSpec) (*AsyncResponse, error) {
 	res, err := c.S.DB.NewUpdate().Model((*models.VMInstance)(nil)).Set("state = ?", to).
 		Set("update_count = update_count + 1").Set("update_time = ?", models.Now()).
-		Where("id = ? AND state IN (?)", vm.ID, bun.In(from)).Exec(c.Ctx)
+		Where("id = ? AND state IN (?)", vm.ID, bun.In(from)).
+		Where("NOT EXISTS (SELECT 1 FROM vm_snapshots AS b WHERE b.vm_id = ? AND b.state IN (?) AND b.removed IS NULL)", vm.ID, bun.In(models.VMSnapshotBusy)).
+		Exec(c.Ctx)
 	if err != nil {
 		return nil, err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		cur := vm.State
 		_ = c.S.DB.NewSelect().Model((*models.VMInstance)(nil)).Column("state").Where("id = ?", vm.ID).Scan(c.Ctx, &cur)
+		if slices.Contains(from, cur) {
+			return nil, cserr.Param("Virtual machine %s has a VM snapshot operation in progress; try again when it ends", vm.Name)
+		}
 		return nil, vmWrongState(vm, cur, from)
 	}
 	spec.InstanceType, spec.InstanceUUID, spec.ResponseID = "VirtualMachine", vm.UUID, vm.UUID
@@ -1688,6 +1694,12 @@ func migrateVirtualMachine(c *Call) (any, error) {
 	}
 	if vm.State != models.VMRunning || vm.HostID == 0 {
 		return nil, cserr.Param("Virtual machine %s is %s: only a Running VM can be migrated (live, within its cluster)", vm.Name, vm.State)
+	}
+	// libvirt refuses to migrate a domain with snapshots; vMotion takes them along.
+	if vm.HypervisorType != models.HypervisorVMware {
+		if err := c.noVMSnapshots(vm.ID, "migrate the virtual machine"); err != nil {
+			return nil, err
+		}
 	}
 	rows, fits, err := c.migrationTargets(vm)
 	if err != nil {

@@ -651,6 +651,9 @@ func attachVolumeCmd(c *Call) (any, error) {
 	if err := checkErr(activities.CheckAttach(c.Ctx, c.S.DB, v, vm)); err != nil {
 		return nil, err
 	}
+	if err := c.noVMSnapshots(vm.ID, "attach a volume"); err != nil {
+		return nil, err
+	}
 	if err := checkErr(activities.CheckDeviceID(c.Ctx, c.S.DB, vm, c.Int("deviceid", 0))); err != nil {
 		return nil, err
 	}
@@ -691,6 +694,9 @@ func detachVolumeCmd(c *Call) (any, error) {
 		return nil, models.NotFound(err, "virtual machine")
 	}
 	if err := checkErr(activities.CheckDetach(v, &vm)); err != nil {
+		return nil, err
+	}
+	if err := c.noVMSnapshots(vm.ID, "detach a volume"); err != nil {
 		return nil, err
 	}
 	in := activities.VolumeAttachInput{VolumeUUID: v.UUID, VMUUID: vm.UUID, Actor: actorOf(c.Caller)}
@@ -744,6 +750,9 @@ func resizeVolumeCmd(c *Call) (any, error) {
 	if err := checkErr(activities.CheckResize(v, in.NewSize, in.ShrinkOK)); err != nil {
 		return nil, err
 	}
+	if err := c.noVMSnapshots(v.InstanceID, "resize the volume"); err != nil {
+		return nil, err
+	}
 	return c.StartJob(JobSpec{Workflow: workflows.ResizeVolume, Input: in, InstanceType: "Volume", InstanceUUID: v.UUID,
 		ResponseID: v.UUID, Summary: "resize volume " + v.Name})
 }
@@ -762,6 +771,9 @@ func migrateVolumeCmd(c *Call) (any, error) {
 	}
 	live := c.Bool("livemigrate", false)
 	if err := checkErr(activities.CheckMigrate(c.Ctx, c.S.DB, v, dst, live)); err != nil {
+		return nil, err
+	}
+	if err := c.noVMSnapshots(v.InstanceID, "migrate the volume"); err != nil {
 		return nil, err
 	}
 	in := activities.VolumeMigrateInput{VolumeUUID: v.UUID, PoolUUID: dst.UUID, Live: live, Actor: actorOf(c.Caller)}

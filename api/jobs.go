@@ -299,6 +299,11 @@ func (s *Server) repairJob(ctx context.Context, job *models.AsyncJob) error {
 	if in.ErrorCode != 0 && job.InstanceType == "VirtualMachine" && job.InstanceUUID != "" {
 		s.settleVM(ctx, job.InstanceUUID)
 	}
+	if in.ErrorCode != 0 && job.InstanceUUID != "" {
+		if err := activities.VMSnapshotSettle(ctx, s.DB, job.InstanceType, job.InstanceUUID, in.ErrorText); err != nil {
+			s.Log.Warn("cannot settle the VM snapshots of a job that ended", "job", job.UUID, "err", err)
+		}
+	}
 	return nil
 }
 

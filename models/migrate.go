@@ -45,6 +45,7 @@ func Tables() []any {
 		(*SnapshotPolicy)(nil),
 		(*StoragePoolWork)(nil),
 		(*PoolOrphan)(nil),
+		(*VMSnapshot)(nil), // vmsnapshot.go
 		// network.go
 		(*PhysicalNetwork)(nil),
 		(*PhysicalNetworkTrafficType)(nil),
@@ -252,6 +253,9 @@ func Indexes() []Index {
 		{"affinity_groups", "idx_affinity_groups_domain", []string{"domain_id"}, false},
 		{"affinity_group_vm_map", "uq_affinity_group_vm_map", []string{"affinity_group_id", "instance_id"}, true},
 		{"affinity_group_vm_map", "idx_affinity_group_vm_map_instance", []string{"instance_id"}, false},
+		{"vm_snapshots", "idx_vm_snapshots_vm_state", []string{"vm_id", "state"}, false},
+		{"vm_snapshots", "idx_vm_snapshots_account", []string{"account_id"}, false},
+		{"vm_snapshots", "idx_vm_snapshots_domain", []string{"domain_id"}, false},
 		{"resource_tags", "uq_resource_tags_key", []string{"resource_type", "resource_uuid", "tag_key"}, true},
 		{"resource_tags", "idx_resource_tags_resource", []string{"resource_uuid"}, false},
 		{"resource_tags", "idx_resource_tags_account", []string{"account_id"}, false},

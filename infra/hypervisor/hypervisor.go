@@ -82,6 +82,8 @@ type Driver interface {
 	// connection drops, when the channel is closed. Events may be lost (see
 	// VMEvent.Resync); consumers reconcile with ListVMs.
 	WatchVMs(ctx context.Context, h Host) (<-chan VMEvent, error)
+	// VMSnapshots takes, reverts to and deletes VM snapshots.
+	VMSnapshots
 
 	// Close releases the driver's connections and files.
 	Close() error

@@ -385,6 +385,9 @@ func (d *Driver) DestroyVM(ctx context.Context, h hypervisor.Host, vm hypervisor
 		if persistent == 0 {
 			return nil
 		}
+		if d.typ == hypervisor.TypeKVM {
+			deleteAllSnapshots(l, dom)
+		}
 		err = l.DomainUndefineFlags(dom, d.undefineFlags())
 		if c := libvirtconn.Code(err); c == int(golibvirt.ErrInvalidArg) || c == int(golibvirt.ErrNoSupport) {
 			// A libvirt driver that knows none of these flags.

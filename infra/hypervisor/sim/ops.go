@@ -223,6 +223,7 @@ func (d *Driver) DestroyVM(ctx context.Context, h hypervisor.Host, ref hyperviso
 		if err := d.logApply(&record{T: recVMDel, Host: h.ID, UUID: string(head.uuid)}, &seq); err != nil {
 			return err
 		}
+		d.snaps.drop(h.ID, string(head.uuid))
 		sh.emitEvent(hypervisor.VMEvent{HostID: h.ID, Name: string(head.name), UUID: string(head.uuid), Reason: "undefined"})
 		return nil
 	})

@@ -74,6 +74,7 @@ type Driver struct {
 	shards [shardCount]shard
 	closed atomic.Bool
 	done   chan struct{}
+	snaps  vmSnapStore // VM snapshots (vmsnapshots.go)
 }
 
 type shard struct {

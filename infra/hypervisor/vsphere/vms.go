@@ -636,6 +636,9 @@ func (d *Driver) DestroyVM(ctx context.Context, h hypervisor.Host, r hypervisor.
 	if err := t.powerOff(ctx, *ref); err != nil {
 		return classify("DestroyVM", r.String(), err)
 	}
+	if err := t.removeAllSnapshots(ctx, *ref); err != nil {
+		return classify("DestroyVM", r.String(), err)
+	}
 	vm, err := t.vm(ctx, *ref)
 	if err != nil {
 		return err
