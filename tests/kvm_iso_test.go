@@ -29,25 +29,11 @@ func kvmTestISO(t *testing.T) string {
 
 // kvmLastCDROM is the last CD-ROM report of the guest: "sr0=NIMBUSISO",
 // "sr0=empty", "none".
-func kvmLastCDROM(name string) string {
-	last := ""
-	for _, line := range strings.Split(kvmConsole(name), "\n") {
-		if i := strings.Index(line, "NIMBUS-TEST-GUEST-CDROM"); i >= 0 {
-			last = strings.TrimSpace(line[i+len("NIMBUS-TEST-GUEST-CDROM"):])
-		}
-	}
-	return last
-}
+func kvmLastCDROM(name string) string { return kvmLastReport(name, "NIMBUS-TEST-GUEST-CDROM") }
 
 func kvmWaitCDROM(t *testing.T, name, want string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for kvmLastCDROM(name) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("the guest %s reports its CD-ROM as %q, want %q; serial:\n%s", name, kvmLastCDROM(name), want, kvmConsole(name))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	kvmWaitReport(t, name, "NIMBUS-TEST-GUEST-CDROM", want, timeout)
 }
 
 // TestKVMISO runs ISOs on a real libvirtd through the API: an ISO

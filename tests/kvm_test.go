@@ -277,26 +277,35 @@ func kvmWaitBoot(t *testing.T, name, hostname, uuid string, before int, timeout 
 	}
 }
 
-// lastDisks is the last DISKS line the guest printed.
-func kvmLastDisks(name string) string {
+// kvmLastReport is what the guest's last line with marker says after it,
+// e.g. "vda vdb" for NIMBUS-TEST-GUEST-DISKS.
+func kvmLastReport(name, marker string) string {
 	last := ""
 	for _, line := range strings.Split(kvmConsole(name), "\n") {
-		if i := strings.Index(line, "NIMBUS-TEST-GUEST-DISKS"); i >= 0 {
-			last = strings.TrimSpace(line[i+len("NIMBUS-TEST-GUEST-DISKS"):])
+		if i := strings.Index(line, marker); i >= 0 {
+			last = strings.TrimSpace(line[i+len(marker):])
 		}
 	}
 	return last
 }
 
-func kvmWaitDisks(t *testing.T, name, want string, timeout time.Duration) {
+// kvmWaitReport waits for the guest's last report of marker to be want.
+func kvmWaitReport(t *testing.T, name, marker, want string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for kvmLastDisks(name) != want {
+	for kvmLastReport(name, marker) != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("the guest %s sees disks %q, want %q; serial:\n%s", name, kvmLastDisks(name), want, kvmConsole(name))
+			t.Fatalf("the guest %s reports %s %q, want %q; serial:\n%s", name, marker, kvmLastReport(name, marker), want, kvmConsole(name))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func kvmLastDisks(name string) string { return kvmLastReport(name, "NIMBUS-TEST-GUEST-DISKS") }
+
+func kvmWaitDisks(t *testing.T, name, want string, timeout time.Duration) {
+	t.Helper()
+	kvmWaitReport(t, name, "NIMBUS-TEST-GUEST-DISKS", want, timeout)
 }
 
 // vols lists the pool's volumes as virsh shows them.
