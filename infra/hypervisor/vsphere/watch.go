@@ -30,7 +30,7 @@ type watched struct {
 // WatchVMs streams the power-state changes of the VMs on an ESXi host:
 // a property collector of its own (so its filter is not shared) follows
 // the runtime.powerState and runtime.host of every VM of the host's
-// cluster (a container view of its root resource pool) with
+// datacenter (a container view of its VM folder) with
 // WaitForUpdatesEx. A VM that arrives on the host (vMotion, a new VM) is
 // reported with its state, one that disappears as undefined. The first
 // answer is the current state, which is not reported. The channel closes
@@ -51,7 +51,15 @@ func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hyperv
 		defer cancel()
 		_ = pc.Destroy(cctx)
 	}
-	v, err := view.NewManager(vc).CreateContainerView(ctx, t.pool, []string{"VirtualMachine"}, true)
+	// Rooted at the datacenter's VM folder rather than the cluster's
+	// resource pool: govmomi's simulator adds a new VM to a container view
+	// only when the view's root is a folder.
+	folder, err := t.c.find(ctx, "/"+escapeName(t.loc.Datacenter)+"/vm", "VM folder")
+	if err != nil {
+		cleanup()
+		return nil, err
+	}
+	v, err := view.NewManager(vc).CreateContainerView(ctx, folder, []string{"VirtualMachine"}, true)
 	if err != nil {
 		cleanup()
 		return nil, classify("WatchVMs", t.loc.Host, err)
@@ -120,7 +128,8 @@ func (t *hostTarget) watchUpdate(h hypervisor.Host, vms map[types.ManagedObjectR
 		}
 		return []hypervisor.VMEvent{{HostID: h.ID, Name: w.name, UUID: w.uuid, Reason: "undefined", Time: time.Now()}}
 	}
-	if w == nil {
+	known := w != nil
+	if !known {
 		w = &watched{}
 		vms[u.Obj] = w
 	}
@@ -144,7 +153,9 @@ func (t *hostTarget) watchUpdate(h hypervisor.Host, vms map[types.ManagedObjectR
 	}
 	e := hypervisor.VMEvent{HostID: h.ID, Name: w.name, UUID: w.uuid, State: stateOf(w.power), Time: time.Now()}
 	switch {
-	case u.Kind == types.ObjectUpdateKindEnter || before.host != t.host:
+	// An enter of a VM already known is no news: the simulator sends one
+	// for every VM of a container view whose view changed.
+	case !known || before.host != t.host:
 		e.Reason = "defined"
 		if before.host.Value != "" && before.host != t.host {
 			e.Reason = "migrated"

@@ -85,6 +85,21 @@ func TestWatchVMs(t *testing.T) {
 	power(vm(other.Name), false) // on h2: not this watch's
 	power(vm(s.Name), false)
 	want(hypervisor.StateStopped, "stopped")
+	// A VM made after the watch began is followed too.
+	late := mk(h1, "i-2-42-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000420")
+	for _, w := range []struct {
+		state  hypervisor.State
+		reason string
+	}{{hypervisor.StateStopped, "defined"}, {hypervisor.StateRunning, "started"}} {
+		select {
+		case ev := <-events:
+			if ev.UUID != late.UUID || ev.State != w.state || ev.Reason != w.reason {
+				t.Fatalf("event = %+v, want %s %s/%s", ev, late.Name, w.state, w.reason)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no event of the new VM within 5 s, want %s/%s", w.state, w.reason)
+		}
+	}
 	power(vm(s.Name), true)
 	want(hypervisor.StateRunning, "started")
 	if err := e.drv.DestroyVM(ctx, h1, s.Ref()); err != nil {
