@@ -39,7 +39,7 @@ var maintWatchFor = 10 * time.Minute
 // VM an event names the way the reconciler does (markStopped,
 // markRunning), after reading the VM's state back from the driver: a late
 // event about a VM a job has changed since does no harm. Nothing is done
-// for events about VMs in a transitional state (a job owns them).
+// for VMs in a transitional state or with a pending job (a job owns them).
 func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (MaintWatchResult, error) {
 	var res MaintWatchResult
 	var h models.Host
@@ -120,6 +120,11 @@ func (a *Maintenance) watchApply(ctx context.Context, h *models.Host, target hyp
 	}
 	if vm.State != models.VMRunning && vm.State != models.VMStopped {
 		return false, nil
+	}
+	// A job on the VM (one that keeps it Running while it powers it off and
+	// on, say) owns its power state until it ends.
+	if n, err := a.DB.NewSelect().Model((*models.AsyncJob)(nil)).Where("instance_uuid = ? AND status = ?", vm.UUID, models.JobPending).Count(ctx); err != nil || n > 0 {
+		return false, err
 	}
 	power, here := "", false
 	info, err := drv.VMState(ctx, target, hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID})
