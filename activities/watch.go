@@ -121,6 +121,11 @@ func (a *Maintenance) watchApply(ctx context.Context, h *models.Host, target hyp
 	if vm.State != models.VMRunning && vm.State != models.VMStopped {
 		return false, nil
 	}
+	// An event that agrees with the inventory (a job's own power-on seen
+	// after the job marked the VM Running) needs no vCenter call.
+	if (vm.State == models.VMRunning) == (ev.State == hypervisor.StateRunning) {
+		return false, nil
+	}
 	// A job on the VM (one that keeps it Running while it powers it off and
 	// on, say) owns its power state until it ends.
 	if n, err := a.DB.NewSelect().Model((*models.AsyncJob)(nil)).Where("instance_uuid = ? AND status = ?", vm.UUID, models.JobPending).Count(ctx); err != nil || n > 0 {
