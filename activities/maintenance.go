@@ -130,6 +130,9 @@ type MaintHost struct {
 	State string
 	// ByReconcile says the reconciler put it in Alert.
 	ByReconcile bool
+	// Hypervisor is its hypervisor type ("" in pages recorded before it
+	// was added).
+	Hypervisor string `json:",omitempty"`
 }
 
 // MaintHostsPage is one page of hosts.
@@ -145,7 +148,7 @@ func (a *Maintenance) MaintReconcileHosts(ctx context.Context, in MaintHostsInpu
 		in.Limit = 50
 	}
 	var hosts []models.Host
-	err := a.DB.NewSelect().Model(&hosts).Column("id", "uuid", "name", "state", "state_reason").
+	err := a.DB.NewSelect().Model(&hosts).Column("id", "uuid", "name", "state", "state_reason", "hypervisor_type").
 		Where("type = ? AND id > ?", models.HostTypeRouting, in.AfterID).
 		Where("(state = ? OR (state = ? AND state_reason LIKE ?))", models.HostUp, models.HostAlert, ReconcileReasonPrefix+"%").
 		Order("id").Limit(int64(in.Limit + 1)).Scan(ctx)
@@ -157,7 +160,7 @@ func (a *Maintenance) MaintReconcileHosts(ctx context.Context, in MaintHostsInpu
 		hosts, out.More = hosts[:in.Limit], true
 	}
 	for _, h := range hosts {
-		out.Hosts = append(out.Hosts, MaintHost{ID: h.ID, UUID: h.UUID, Name: h.Name, State: h.State,
+		out.Hosts = append(out.Hosts, MaintHost{ID: h.ID, UUID: h.UUID, Name: h.Name, State: h.State, Hypervisor: h.HypervisorType,
 			ByReconcile: h.State == models.HostAlert && strings.HasPrefix(h.StateReason, ReconcileReasonPrefix)})
 	}
 	return out, nil

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/cloudstack-go/v2/cloudstack"
 	"github.com/vmware/govmomi/object"
@@ -145,6 +146,36 @@ func TestVSphereLiveStorageVMotion(t *testing.T) {
 	r, err := cs.VirtualMachine.ListVirtualMachines(p)
 	if err != nil || r.Count != 1 || r.VirtualMachines[0].State != "Running" {
 		t.Fatalf("listVirtualMachines after live migrateVolume = %+v, %v", r, err)
+	}
+
+	// Powered off in vCenter behind Nimbus's back: the host's VM watch
+	// (WatchVMs) has Nimbus show it Stopped within seconds, not at the next
+	// reconcile run (every 300 s).
+	ref, err := object.NewSearchIndex(gc.Client).FindByUuid(ctx, nil, dep.Id, true, types.NewBool(true))
+	if err != nil || ref == nil {
+		t.Fatalf("find the VM in vCenter: %v", err)
+	}
+	task, err := object.NewVirtualMachine(gc.Client, ref.Reference()).PowerOff(ctx)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatalf("power off in vCenter: %v", err)
+	}
+	off := time.Now()
+	for {
+		r, err := cs.VirtualMachine.ListVirtualMachines(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.VirtualMachines[0].State == "Stopped" {
+			t.Logf("Stopped in listVirtualMachines %v after the power-off in vCenter", time.Since(off).Round(10*time.Millisecond))
+			break
+		}
+		if time.Since(off) > 15*time.Second {
+			t.Fatalf("listVirtualMachines shows %s 15 s after the VM was powered off in vCenter", r.VirtualMachines[0].State)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere/vcsim"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/tests/testenv"
@@ -114,7 +115,7 @@ func vsSetup(t *testing.T) *vsCloud {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
-	s := testenv.StartStack(t, testenv.StackOptions{})
+	s := testenv.StartStack(t, testenv.StackOptions{Env: []string{vsphere.WatchEnv + "=true"}})
 	cs := s.Client
 	cs.Timeout(3 * time.Minute)
 	must := func(what string, err error) {

@@ -76,6 +76,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.MaintExpunge)
 	r.RegisterWorkflow(workflows.MaintExpungeVM)
 	r.RegisterWorkflow(workflows.MaintReconcile)
+	r.RegisterWorkflow(workflows.WatchHostVMs)
 	r.RegisterWorkflow(workflows.MaintCapacityAlerts)
 
 	r.RegisterWorkflow(workflows.RegisterTemplate)

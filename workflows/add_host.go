@@ -92,6 +92,9 @@ func (w *addHost) run(ctx workflow.Context) (JobOutcome, error) {
 	if err := workflow.ExecuteLocalActivity(ictx, hostAct.HostConnected, up).Get(ctx, nil); err != nil {
 		return JobOutcome{}, err
 	}
+	if activities.WatchedHypervisors[w.in.Hypervisor] && workflow.GetVersion(ctx, "add-host-watch-vms", workflow.DefaultVersion, 1) >= 1 {
+		startWatch(ctx, ref.HostUUID)
+	}
 	return JobOutcome{ResultKey: "host", ResultType: "Host", ResultUUID: ref.HostUUID}, nil
 }
 

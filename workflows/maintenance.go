@@ -181,6 +181,12 @@ func MaintReconcile(ctx workflow.Context, in MaintReconcileInput) (MaintReconcil
 				res.Unreachable = append(res.Unreachable, h.UUID)
 				continue
 			}
+			// A watched host's VM watch (see WatchHostVMs) is started again
+			// when it is not running: hosts added before watches existed,
+			// or a watch someone terminated.
+			if activities.WatchedHypervisors[h.Hypervisor] && workflow.GetVersion(ctx, "reconcile-watch-vms", workflow.DefaultVersion, 1) >= 1 {
+				startWatch(ctx, h.UUID)
+			}
 			acts := ReconcileActions(scan.VMs)
 			if len(acts) == 0 {
 				continue

@@ -181,6 +181,11 @@ func (c *conn) login(ctx context.Context) error {
 }
 
 func (c *conn) loginLocked(ctx context.Context) error {
+	if c.vc == nil {
+		// Logged out (the last driver closed): a call still in flight, such
+		// as a watch cleaning up, fails instead of logging in again.
+		return hypervisor.NewError(hypervisor.ErrUnreachable, "vCenter %s: the session was closed", c.ep.URL.Host)
+	}
 	req := types.Login{This: *c.vc.ServiceContent.SessionManager, UserName: c.ep.Username, Password: c.ep.Password, Locale: "en_US"}
 	if _, err := methods.Login(ctx, c.vc, &req); err != nil {
 		if fault.Is(err, &types.InvalidLogin{}) {

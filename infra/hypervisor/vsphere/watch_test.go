@@ -8,6 +8,7 @@ import (
 	"github.com/vmware/govmomi/object"
 
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
 )
 
@@ -15,6 +16,7 @@ import (
 // vCenter client) and destroys it: WatchVMs reports each within seconds,
 // and nothing for a VM on another host.
 func TestWatchVMs(t *testing.T) {
+	t.Setenv(vsphere.WatchEnv, "true")
 	e := newEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -85,6 +87,23 @@ func TestWatchVMs(t *testing.T) {
 	power(vm(other.Name), false) // on h2: not this watch's
 	power(vm(s.Name), false)
 	want(hypervisor.StateStopped, "stopped")
+	// A VM made after the watch began is followed too: defined (Stopped,
+	// then started; or Running at once when both land in one update).
+	late := mk(h1, "i-2-42-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000420")
+	for i := 0; ; i++ {
+		select {
+		case ev := <-events:
+			if ev.UUID != late.UUID || (i == 0 && ev.Reason != "defined") || (i > 0 && ev.Reason != "started") {
+				t.Fatalf("event %d = %+v, want %s defined then started", i, ev, late.Name)
+			}
+			if ev.State != hypervisor.StateRunning {
+				continue
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no Running event of the new VM within 5 s")
+		}
+		break
+	}
 	power(vm(s.Name), true)
 	want(hypervisor.StateRunning, "started")
 	if err := e.drv.DestroyVM(ctx, h1, s.Ref()); err != nil {

@@ -1,0 +1,154 @@
+package activities
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/models"
+)
+
+// WatchedHypervisors are the hypervisor types whose hosts' VM power
+// changes are watched (the WatchHostVMs workflow): vSphere, where VMs
+// change behind Nimbus's back through vCenter. Other hosts rely on the
+// reconcile schedule.
+var WatchedHypervisors = map[string]bool{hypervisor.TypeVMware: true}
+
+// MaintWatchInput names the host a watch follows.
+type MaintWatchInput struct {
+	HostUUID string
+}
+
+// MaintWatchResult says how one watch activity ended.
+type MaintWatchResult struct {
+	Stop     bool // the host is gone or its driver cannot watch: no more watching
+	Events   int
+	Repaired int
+}
+
+// maintWatchFor bounds one watch activity, so its workflow continues as
+// new with a short history and notices a removed host.
+var maintWatchFor = 10 * time.Minute
+
+// MaintWatchHost follows the host's VM events (the driver's WatchVMs) for
+// up to maintWatchFor, heartbeating, and repairs the power state of each
+// VM an event names the way the reconciler does (markStopped,
+// markRunning), after reading the VM's state back from the driver: a late
+// event about a VM a job has changed since does no harm. Nothing is done
+// for VMs in a transitional state or with a pending job (a job owns them).
+func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (MaintWatchResult, error) {
+	var res MaintWatchResult
+	var h models.Host
+	if err := a.DB.NewSelect().Model(&h).Where("uuid = ?", in.HostUUID).Limit(1).Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			res.Stop = true
+			return res, nil
+		}
+		return res, err
+	}
+	if !WatchedHypervisors[h.HypervisorType] {
+		res.Stop = true
+		return res, nil
+	}
+	if h.State != models.HostUp {
+		return res, nil // the workflow waits and looks again
+	}
+	_, target, err := (&Hosts{Deps: a.Deps}).hostTarget(ctx, h.UUID)
+	if err != nil {
+		return res, err
+	}
+	drv, err := a.Hypervisors(h.HypervisorType)
+	if err != nil {
+		return res, driverFailure(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, maintWatchFor)
+	defer cancel()
+	events, err := drv.WatchVMs(wctx, target)
+	if errors.Is(err, hypervisor.ErrNotSupported) {
+		res.Stop = true
+		return res, nil
+	}
+	if err != nil {
+		return res, driverFailure(err)
+	}
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				if err := ctx.Err(); err != nil {
+					return res, err
+				}
+				return res, nil
+			}
+			res.Events++
+			done, err := a.watchApply(ctx, &h, target, drv, ev)
+			if done {
+				activity.GetLogger(ctx).Info("VM power state repaired from a host event", "host", h.Name, "vm", ev.Name, "state", ev.State, "reason", ev.Reason)
+			}
+			if err != nil {
+				return res, err
+			}
+			if done {
+				res.Repaired++
+			}
+		case <-tick.C:
+			activity.RecordHeartbeat(ctx, res.Events)
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+}
+
+// watchApply repairs the VM one event names, if its inventory state
+// disagrees with what the driver reports now.
+func (a *Maintenance) watchApply(ctx context.Context, h *models.Host, target hypervisor.Host, drv hypervisor.Driver, ev hypervisor.VMEvent) (bool, error) {
+	if ev.UUID == "" {
+		return false, nil
+	}
+	vm, err := vmByUUID(ctx, a.DB, ev.UUID)
+	if errors.Is(err, models.ErrNotFound) {
+		return false, nil // an orphan: the reconciler reports it
+	}
+	if err != nil {
+		return false, err
+	}
+	if vm.State != models.VMRunning && vm.State != models.VMStopped {
+		return false, nil
+	}
+	// An event that agrees with the inventory (a job's own power-on seen
+	// after the job marked the VM Running) needs no vCenter call.
+	if (vm.State == models.VMRunning) == (ev.State == hypervisor.StateRunning) {
+		return false, nil
+	}
+	// A job on the VM (one that keeps it Running while it powers it off and
+	// on, say) owns its power state until it ends.
+	if n, err := a.DB.NewSelect().Model((*models.AsyncJob)(nil)).Where("instance_uuid = ? AND status = ?", vm.UUID, models.JobPending).Count(ctx); err != nil || n > 0 {
+		return false, err
+	}
+	power, here := "", false
+	info, err := drv.VMState(ctx, target, hypervisor.VMRef{Name: vm.InstanceName, UUID: vm.UUID})
+	switch {
+	case errors.Is(err, hypervisor.ErrNotFound):
+	case err != nil:
+		return false, nil // the reconciler looks again
+	default:
+		power, here = string(info.State), info.HostID == target.ID
+	}
+	mv := MaintVM{UUID: vm.UUID, InstanceName: vm.InstanceName, Name: vm.Name, State: vm.State, OnHost: vm.HostID == h.ID, Power: power}
+	switch {
+	case vm.State == models.VMRunning && mv.OnHost && power != string(hypervisor.StateRunning):
+		if !here {
+			mv.Power = "" // not defined on this host: nothing to undefine here
+		}
+		return a.markStopped(ctx, h, MaintAction{Kind: MaintMarkStopped, VM: mv})
+	case vm.State == models.VMStopped && power == string(hypervisor.StateRunning) && here:
+		return a.markRunning(ctx, h, MaintAction{Kind: MaintMarkRunning, VM: mv})
+	}
+	return false, nil
+}

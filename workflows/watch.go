@@ -1,0 +1,63 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/nimbus-cloud/nimbus/activities"
+	ntemporal "github.com/nimbus-cloud/nimbus/infra/temporal"
+)
+
+// watchRetryAfter is how long a watch waits after its activity failed (the
+// vCenter unreachable) or found the host not Up, before it looks again.
+const watchRetryAfter = 30 * time.Second
+
+// WatchHostVMs follows a host's VM power changes for as long as the host
+// exists: one MaintWatchHost activity at a time (each up to ten minutes,
+// heartbeating), then continue-as-new. A VM powered off or on behind
+// Nimbus's back is repaired within seconds instead of at the next
+// reconcile run. Its workflow id is one per host (watchID), so starting it
+// again while it runs does nothing.
+func WatchHostVMs(ctx workflow.Context, in activities.MaintWatchInput) error {
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 15 * time.Minute,
+		HeartbeatTimeout:    30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 1},
+	})
+	var out activities.MaintWatchResult
+	err := workflow.ExecuteActivity(actx, maintAct.MaintWatchHost, in).Get(ctx, &out)
+	if err == nil && out.Stop {
+		return nil
+	}
+	if err != nil || out.Events == 0 {
+		// A failed or idle watch (host not Up, vCenter unreachable) waits
+		// before the next one.
+		if err != nil {
+			workflow.GetLogger(ctx).Warn("the VM watch of a host ended", "host", in.HostUUID, "err", err)
+		}
+		if serr := workflow.Sleep(ctx, watchRetryAfter); serr != nil {
+			return serr
+		}
+	}
+	return workflow.NewContinueAsNewError(ctx, WatchHostVMs, in)
+}
+
+// watchID is the workflow id of a host's VM watch.
+func watchID(hostUUID string) string { return ntemporal.InternalID("watchvms", hostUUID) }
+
+// startWatch starts a host's VM watch, abandoned to outlive the caller; one
+// running already is left as it is.
+func startWatch(ctx workflow.Context, hostUUID string) {
+	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+		WorkflowID:            watchID(hostUUID),
+		WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		ParentClosePolicy:     enums.PARENT_CLOSE_POLICY_ABANDON,
+	})
+	f := workflow.ExecuteChildWorkflow(cctx, WatchHostVMs, activities.MaintWatchInput{HostUUID: hostUUID})
+	if err := f.GetChildWorkflowExecution().Get(ctx, nil); err != nil && !temporal.IsWorkflowExecutionAlreadyStartedError(err) {
+		workflow.GetLogger(ctx).Warn("cannot start the VM watch of a host", "host", hostUUID, "err", err)
+	}
+}

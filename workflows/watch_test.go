@@ -1,0 +1,52 @@
+package workflows
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/nimbus-cloud/nimbus/activities"
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/models"
+)
+
+// TestMaintReconcileStartsWatches: the reconciler starts the VM watch of
+// each reachable vSphere host (WatchHostVMs, abandoned, one per host), not
+// of other hosts nor of unreachable ones.
+func TestMaintReconcileStartsWatches(t *testing.T) {
+	h1 := activities.MaintHost{ID: 1, UUID: "h1", State: models.HostUp, Hypervisor: hypervisor.TypeVMware}
+	h2 := activities.MaintHost{ID: 2, UUID: "h2", State: models.HostUp, Hypervisor: hypervisor.TypeKVM}
+	h3 := activities.MaintHost{ID: 3, UUID: "h3", State: models.HostUp, Hypervisor: hypervisor.TypeVMware}
+	scans := map[string]activities.MaintHostScan{
+		"h1": {Host: h1, Reachable: true},
+		"h2": {Host: h2, Reachable: true},
+		"h3": {Host: h3, Reachable: false, Reason: "unreachable"},
+	}
+	env, _ := newReconcileEnv(t, scans, nil)
+	var mu sync.Mutex
+	var watched []string
+	env.RegisterWorkflow(WatchHostVMs)
+	env.OnWorkflow(WatchHostVMs, mock.Anything, mock.Anything).Return(nil)
+	env.SetOnChildWorkflowStartedListener(func(info *workflow.Info, _ workflow.Context, args converter.EncodedValues) {
+		var in activities.MaintWatchInput
+		if err := args.Get(&in); err != nil {
+			t.Error(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if info.WorkflowExecution.ID != watchID(in.HostUUID) {
+			t.Errorf("watch of %s has workflow id %s", in.HostUUID, info.WorkflowExecution.ID)
+		}
+		watched = append(watched, in.HostUUID)
+	})
+	env.ExecuteWorkflow(MaintReconcile, MaintReconcileInput{})
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if len(watched) != 1 || watched[0] != "h1" {
+		t.Fatalf("watches started for %v, want [h1]", watched)
+	}
+}
