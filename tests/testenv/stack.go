@@ -221,6 +221,7 @@ func (s *Stack) Stop() {
 			p.Stop()
 		}
 	}
+	s.forgetTemporal()
 	if s.t.Failed() {
 		for _, p := range procs {
 			if p != nil {
