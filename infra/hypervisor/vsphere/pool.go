@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path"
@@ -17,6 +18,7 @@ import (
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/ovf/importer"
 	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/progress"
@@ -313,10 +315,9 @@ func (t *dsTarget) diskSize(ctx context.Context, file string) (int64, error) {
 	}
 	vc := t.c.client()
 	u := object.NewDatastoreURL(*vc.URL(), t.dcName, dp.Datastore, dp.Path)
-	fileCalls.Add(1)
-	rc, _, err := vc.Download(ctx, u, &soap.DefaultDownload)
+	rc, _, err := download(ctx, vc, u)
 	if err != nil {
-		if strings.Contains(err.Error(), "404") {
+		if errors.Is(err, errNoFile) {
 			return 0, hypervisor.Errorf(driverName, "VolumeInfo", file, hypervisor.ErrNotFound, "no such disk")
 		}
 		return 0, classify("VolumeInfo", file, err)
@@ -327,6 +328,31 @@ func (t *dsTarget) diskSize(ctx context.Context, file string) (int64, error) {
 		return 0, hypervisor.Errorf(driverName, "VolumeInfo", file, hypervisor.ErrInvalid, "not a vmdk descriptor: %v", err)
 	}
 	return desc.Capacity(), nil
+}
+
+// errNoFile is a datastore file download answered 404.
+var errNoFile = errors.New("no such file")
+
+// download GETs a datastore file through vCenter's file access. Unlike
+// soap.Client.Download it closes the body of a refused request: left open,
+// its connection stays checked out until the call's context ends and is
+// then closed, so the next call dials and handshakes TLS again (once a
+// deployment, on the check that the disk about to be made is not there).
+func download(ctx context.Context, vc *vim25.Client, u *url.URL) (io.ReadCloser, int64, error) {
+	fileCalls.Add(1)
+	res, err := vc.DownloadRequest(ctx, u, &soap.DefaultDownload)
+	if err != nil {
+		return nil, 0, err
+	}
+	if res.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+		_ = res.Body.Close()
+		if res.StatusCode == http.StatusNotFound {
+			return nil, 0, errNoFile
+		}
+		return nil, 0, fmt.Errorf("download(%s): %s", u, res.Status)
+	}
+	return res.Body, res.ContentLength, nil
 }
 
 // fileTask runs one VirtualDiskManager/FileManager task that makes key.

@@ -18,7 +18,6 @@ import (
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
-	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 	"github.com/vmware/govmomi/vmdk"
 
@@ -295,10 +294,9 @@ func (p *Pool) BackupSnapshot(ctx context.Context, pl storage.Pool, file, snapsh
 	vc := t.c.client()
 	get := func(name string) (io.ReadCloser, int64, error) {
 		u := object.NewDatastoreURL(*vc.URL(), t.dcName, dp.Datastore, path.Join(path.Dir(dp.Path), name))
-		fileCalls.Add(1)
-		rc, n, err := vc.Download(ctx, u, &soap.DefaultDownload)
+		rc, n, err := download(ctx, vc, u)
 		if err != nil {
-			if strings.Contains(err.Error(), "404") {
+			if errors.Is(err, errNoFile) {
 				return nil, 0, hypervisor.Errorf(driverName, "BackupSnapshot", snap, hypervisor.ErrNotFound, "no snapshot file %s", name)
 			}
 			return nil, 0, classify("BackupSnapshot", snap, err)
