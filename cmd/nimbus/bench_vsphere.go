@@ -191,6 +191,8 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 
 	// ---- Nimbus: deployVirtualMachine, API call to Running ----
 	calls0, files0 := vsphere.SOAPCalls(), vsphere.FileCalls()
+	queries := newBenchQueryCounter()
+	st.DB.AddQueryHook(queries)
 	lat := make([]time.Duration, *vms)
 	var failed atomic.Int64
 	var firstFail string
@@ -236,6 +238,7 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 		return fmt.Errorf("%d of %d deployments failed; first: %s", n, *vms, firstFail)
 	}
 	nimbusCalls, nimbusFiles := vsphere.SOAPCalls()-calls0, vsphere.FileCalls()-files0
+	depQueries := queries.n.Load()
 	dep := summarize(lat, depWall)
 	names, err := sim.VMs(ctx)
 	if err != nil {
@@ -250,9 +253,10 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	if guests != *vms+1 { // and the first VM
 		return fmt.Errorf("vCenter holds %d guest VMs after %d deployments, want %d", guests, *vms, *vms+1)
 	}
-	fmt.Printf("Nimbus deployVirtualMachine: %d VMs Running in %s: %.1f VMs/s (API call to Running); job p50 %s p99 %s; per deployment %.1f vCenter SOAP calls + %.1f datastore HTTP reads\n",
+	fmt.Printf("Nimbus deployVirtualMachine: %d VMs Running in %s: %.1f VMs/s (API call to Running); job p50 %s p99 %s; per deployment %.1f vCenter SOAP calls + %.1f datastore HTTP reads, %.1f inventory queries (with the job polls)\n",
 		*vms, depWall.Round(time.Millisecond), dep.rps, dep.p50.Round(time.Millisecond), dep.p99.Round(time.Millisecond),
-		float64(nimbusCalls)/float64(*vms), float64(nimbusFiles)/float64(*vms))
+		float64(nimbusCalls)/float64(*vms), float64(nimbusFiles)/float64(*vms), float64(depQueries)/float64(*vms))
+	queries.Sites(*vms)
 
 	// ---- bare govmomi: clone the template VM, power the clone on ----
 	seq, seqCalls, err := benchBareClones(ctx, sim, "bare-seq", *vms, 1)
