@@ -54,8 +54,9 @@ type storageVMotion struct {
 // RelocateVMTask moves each located disk's files to its datastore (same
 // directory and name there), repoints the disk's backing at them and
 // updates the VM's datastores, all in one relocateVm task; the rest of the
-// spec (datastore, host, pool, folder, device changes) is the simulator's
-// own relocation, run within that task.
+// spec (datastore, host, pool, folder, device changes), when there is
+// any, is the simulator's own relocation: a second relocateVm task, waited
+// on within this one.
 func (vm *storageVMotion) RelocateVMTask(ctx *simulator.Context, req *types.RelocateVM_Task) soap.HasFault {
 	task := simulator.CreateTask(vm, "relocateVm", func(*simulator.Task) (types.AnyType, types.BaseMethodFault) {
 		if fault := vm.moveDisks(ctx, req.Spec.Disk); fault != nil {
@@ -165,8 +166,9 @@ func (vm *storageVMotion) moveDisks(ctx *simulator.Context, locs []types.Virtual
 		return nil
 	}
 	ctx.Update(vm.VirtualMachine, []types.PropertyChange{{Name: "config.hardware.device", Val: []types.BaseVirtualDevice(devices)}})
-	// Rebuilds layout, layoutEx and storage from the disks' new files.
-	vm.RefreshStorageInfo(ctx, &types.RefreshStorageInfo{This: vm.Self})
+	// Rebuilds layout, layoutEx and storage from the disks' new files; its
+	// only faults are of that bookkeeping, not of the move, which is done.
+	_ = vm.RefreshStorageInfo(ctx, &types.RefreshStorageInfo{This: vm.Self})
 	vm.updateDatastores(ctx)
 	return nil
 }

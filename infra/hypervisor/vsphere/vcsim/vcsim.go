@@ -4,7 +4,8 @@
 // on every host, the standard "VM Network" port group and a distributed
 // one (DC0_DVPG0), served over https on a loopback port. cmd/vcsim, the
 // tests and `nimbus bench vsphere` use it; the simulator models vCenter's
-// API (tasks, inventory, datastore files) but runs no guest.
+// API (tasks, inventory, datastore files) but runs no guest. Unlike the
+// bare simulator it moves disks on a Storage vMotion (svmotion.go).
 package vcsim
 
 import (
