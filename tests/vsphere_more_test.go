@@ -63,19 +63,21 @@ func vsDiskFiles(t *testing.T, c *vsCloud, vmID string) []string {
 	return out
 }
 
-// TestVSphereLiveStorageVMotion asks for the root disk of a running VM to
-// move to the other datastore (migrateVolume livemigrate=true): the driver
-// relocates that disk alone while the VM runs (RelocateVM_Task with one
-// disk locator) and reads the disk back to learn its new path.
+// TestVSphereLiveStorageVMotion moves the root disk of a running VM to the
+// other datastore (migrateVolume livemigrate=true): the driver relocates
+// that disk alone while the VM runs (RelocateVM_Task with one disk
+// locator) and reads the disk back to learn its new path. Our vcsim moves
+// the disk's files as vCenter does (govmomi's simulator alone ignores
+// disk locators, see vcsim.IgnoreDiskLocators).
 //
-// govmomi's simulator (v0.52.0) runs RelocateVM_Task but ignores disk
-// locators: it applies only the spec's datastore, pool, host, folder and
-// device changes, so the task succeeds with the disk where it was. What
-// this checks is what vcsim allows: the relocation is sent, its result is
-// read back rather than trusted, and an unmoved disk fails the job with a
-// clear error that leaves the volume on its pool, its file in place (the
-// job's undo must not delete the source: the copy on the target is named
-// by the source's path) and the VM running.
+// First with the disk locators ignored: vCenter ends the relocation with
+// the disk where it was, which fails the job with a clear 432 that leaves
+// the volume on its pool, its file in place (the job's undo must not
+// delete the source: the copy on the target is named by the source's
+// path) and the VM running. Then the real move: the volume is on the new
+// pool with its new path, the file left the source datastore, the VM ran
+// throughout and boots from the new place; destroyed and expunged,
+// nothing of it stays on either datastore.
 func TestVSphereLiveStorageVMotion(t *testing.T) {
 	c := vsSetup(t)
 	cs, sim := c.cs, c.sim
@@ -86,6 +88,7 @@ func TestVSphereLiveStorageVMotion(t *testing.T) {
 		to, toDS, fromDS = c.ds0, "LocalDS_0", "LocalDS_1"
 	}
 	rootFile := "nimbus/" + root.Id + ".vmdk"
+	rootFlat := "nimbus/" + root.Id + "-flat.vmdk"
 	if files := vsDiskFiles(t, c, dep.Id); len(files) != 1 || files[0] != "["+fromDS+"] "+rootFile {
 		t.Fatalf("vCenter VM disks before = %v, want [%s] %s", files, fromDS, rootFile)
 	}
@@ -116,36 +119,89 @@ func TestVSphereLiveStorageVMotion(t *testing.T) {
 	_, err = cs.Volume.MigrateVolume(cs.Volume.NewMigrateVolumeParams(to.Id, root.Id))
 	hostWantErr(t, "migrateVolume of a running VM's disk without livemigrate", err, 431, "livemigrate")
 
+	p := cs.VirtualMachine.NewListVirtualMachinesParams()
+	p.SetId(dep.Id)
+	running := func(when string) {
+		t.Helper()
+		if vm := vsVM(t, sim, dep.Id); vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+			t.Fatalf("the VM is %s in vCenter %s", vm.Runtime.PowerState, when)
+		}
+		r, err := cs.VirtualMachine.ListVirtualMachines(p)
+		if err != nil || r.Count != 1 || r.VirtualMachines[0].State != "Running" {
+			t.Fatalf("listVirtualMachines %s = %+v, %v", when, r, err)
+		}
+	}
+	on := func(ds, file string) bool { return vsFileExists(t, sim, ds, file) }
+
+	// vCenter ends the relocation with the disk where it was.
+	sim.IgnoreDiskLocators(true)
 	mp := cs.Volume.NewMigrateVolumeParams(to.Id, root.Id)
 	mp.SetLivemigrate(true)
 	_, err = cs.Volume.MigrateVolume(mp)
-	hostWantErr(t, "live migrateVolume on vcsim", err, 432, "relocation of the disk to datastore "+toDS, "still ["+fromDS+"] "+rootFile)
-
-	relocs, err := sim.Tasks(t.Context(), "VirtualMachine.relocateVm")
+	hostWantErr(t, "live migrateVolume, the disk locator ignored", err, 432, "relocation of the disk to datastore "+toDS, "still ["+fromDS+"] "+rootFile)
+	relocs, err := sim.Tasks(ctx, "VirtualMachine.relocateVm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(relocs) != 1 || relocs[0].State != types.TaskInfoStateSuccess {
-		t.Fatalf("vCenter relocations = %+v, want the one Storage vMotion (which vcsim ends in success)", relocs)
+		t.Fatalf("vCenter relocations = %+v, want the one Storage vMotion (ended in success, the disk unmoved)", relocs)
 	}
 	after := vsRootVolume(t, c, dep.Id)
 	if after.Storageid != root.Storageid || after.State != "Ready" || after.Path != root.Path {
 		t.Fatalf("root volume after the failed live migrateVolume = pool %s path %q state %s, want it as it was (%s, %q)", after.Storage, after.Path, after.State, root.Storage, root.Path)
 	}
 	if files := vsDiskFiles(t, c, dep.Id); len(files) != 1 || files[0] != "["+fromDS+"] "+rootFile {
-		t.Fatalf("vCenter VM disks after = %v", files)
+		t.Fatalf("vCenter VM disks after the failed move = %v", files)
 	}
-	if !vsFileExists(t, sim, fromDS, rootFile) || vsFileExists(t, sim, toDS, rootFile) {
-		t.Fatalf("after the failed Storage vMotion: on %s %v (want true), on %s %v (want false)", fromDS, vsFileExists(t, sim, fromDS, rootFile), toDS, vsFileExists(t, sim, toDS, rootFile))
+	if !on(fromDS, rootFile) || on(toDS, rootFile) {
+		t.Fatalf("after the failed Storage vMotion: on %s %v (want true), on %s %v (want false)", fromDS, on(fromDS, rootFile), toDS, on(toDS, rootFile))
 	}
-	if vm := vsVM(t, sim, dep.Id); vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
-		t.Fatalf("the VM is %s after the live Storage vMotion", vm.Runtime.PowerState)
+	running("after the failed live migrateVolume")
+
+	// The Storage vMotion.
+	sim.IgnoreDiskLocators(false)
+	start := time.Now()
+	mv, err := cs.Volume.MigrateVolume(mp)
+	if err != nil {
+		t.Fatalf("live migrateVolume: %v", err)
 	}
-	p := cs.VirtualMachine.NewListVirtualMachinesParams()
-	p.SetId(dep.Id)
-	r, err := cs.VirtualMachine.ListVirtualMachines(p)
-	if err != nil || r.Count != 1 || r.VirtualMachines[0].State != "Running" {
-		t.Fatalf("listVirtualMachines after live migrateVolume = %+v, %v", r, err)
+	t.Logf("live migrateVolume took %v", time.Since(start).Round(time.Millisecond))
+	newPath := "[" + toDS + "] " + rootFile
+	if mv.Storageid != to.Id || mv.Path != newPath {
+		t.Fatalf("migrateVolume answered pool %s path %q, want %s %q", mv.Storage, mv.Path, to.Name, newPath)
+	}
+	after = vsRootVolume(t, c, dep.Id)
+	if after.Storageid != to.Id || after.Path != newPath || after.State != "Ready" {
+		t.Fatalf("root volume after live migrateVolume = pool %s path %q state %s, want %s %q Ready", after.Storage, after.Path, after.State, to.Name, newPath)
+	}
+	if files := vsDiskFiles(t, c, dep.Id); len(files) != 1 || files[0] != newPath {
+		t.Fatalf("vCenter VM disks after the move = %v, want %s", files, newPath)
+	}
+	for _, f := range []string{rootFile, rootFlat} {
+		if on(fromDS, f) || !on(toDS, f) {
+			t.Fatalf("after the Storage vMotion %s: on %s %v (want false), on %s %v (want true)", f, fromDS, on(fromDS, f), toDS, on(toDS, f))
+		}
+	}
+	if relocs, _ := sim.Tasks(ctx, "VirtualMachine.relocateVm"); len(relocs) != 2 {
+		t.Fatalf("vCenter relocations = %d, want 2 (the failed and the real Storage vMotion)", len(relocs))
+	}
+	running("after the live migrateVolume")
+
+	// Stopped and started: it boots from the disk on the new datastore.
+	if _, err := cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(dep.Id)); err != nil {
+		t.Fatalf("stopVirtualMachine: %v", err)
+	}
+	if _, err := cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(dep.Id)); err != nil {
+		t.Fatalf("startVirtualMachine: %v", err)
+	}
+	running("after stop and start")
+	if files := vsDiskFiles(t, c, dep.Id); len(files) != 1 || files[0] != newPath {
+		t.Fatalf("vCenter VM disks after stop and start = %v, want %s", files, newPath)
+	}
+	home := vsVM(t, sim, dep.Id).Config.Files.VmPathName
+	var vmx object.DatastorePath
+	if !vmx.FromString(home) || !on(vmx.Datastore, vmx.Path) {
+		t.Fatalf("the VM's configuration file %q is not on its datastore", home)
 	}
 
 	// Powered off in vCenter behind Nimbus's back: the host's VM watch
@@ -176,6 +232,32 @@ func TestVSphereLiveStorageVMotion(t *testing.T) {
 			t.Fatalf("listVirtualMachines shows %s 15 s after the VM was powered off in vCenter", r.VirtualMachines[0].State)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Destroyed and expunged: nothing of it on either datastore.
+	dv := cs.VirtualMachine.NewDestroyVirtualMachineParams(dep.Id)
+	dv.SetExpunge(true)
+	if _, err := cs.VirtualMachine.DestroyVirtualMachine(dv); err != nil {
+		t.Fatalf("destroyVirtualMachine: %v", err)
+	}
+	left := func() []string {
+		var out []string
+		if vsVM(t, sim, dep.Id) != nil {
+			out = append(out, "the VM")
+		}
+		for _, ds := range []string{fromDS, toDS} {
+			for _, f := range []string{rootFile, rootFlat, vmx.Path} {
+				if on(ds, f) {
+					out = append(out, "["+ds+"] "+f)
+				}
+			}
+		}
+		return out
+	}
+	for deadline := time.Now().Add(time.Minute); len(left()) > 0; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after expunge vCenter still holds %v", left())
+		}
 	}
 }
 

@@ -269,8 +269,8 @@ func vsSetup(t *testing.T) *vsCloud {
 // TestVSphereEndToEnd drives a vSphere zone through the API as an operator
 // and a user would: the cluster's hosts discovered, datastores as primary
 // storage, an OVA template, and a VM deployed, power-cycled, moved by
-// vMotion and its disk by Storage vMotion, then destroyed with nothing left
-// in vCenter.
+// vMotion and its disk by Storage vMotion (stopped, then back while it
+// runs), then destroyed with nothing left in vCenter.
 func TestVSphereEndToEnd(t *testing.T) {
 	c := vsSetup(t)
 	cs, sim, hosts, ds0, ds1, tplID := c.cs, c.sim, c.hosts, c.ds0, c.ds1, c.tpl
@@ -422,13 +422,31 @@ func TestVSphereEndToEnd(t *testing.T) {
 		t.Fatalf("the VM does not boot from %s after migrateVolume: %+v", toDS, v)
 	}
 
+	// Live Storage vMotion of the root disk back, the VM running.
+	lm := cs.Volume.NewMigrateVolumeParams(root.Storageid, root.Id)
+	lm.SetLivemigrate(true)
+	_, err = cs.Volume.MigrateVolume(lm)
+	must("live migrateVolume", err)
+	vols, err = cs.Volume.ListVolumes(lv)
+	must("listVolumes", err)
+	if got := vols.Volumes[0]; got.Storageid != root.Storageid || got.Path != "["+fromDS+"] "+rootFile || got.State != "Ready" {
+		t.Fatalf("root volume after live migrateVolume = %s %q %s, want %s", got.Storage, got.Path, got.State, root.Storage)
+	}
+	if !vsFileExists(t, sim, fromDS, rootFile) || vsFileExists(t, sim, toDS, rootFile) {
+		t.Fatalf("after live Storage vMotion: on %s %v, on %s %v", fromDS, vsFileExists(t, sim, fromDS, rootFile), toDS, vsFileExists(t, sim, toDS, rootFile))
+	}
+	vmState("Running")
+	if v := vsVM(t, sim, dep.Id); v == nil || v.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+		t.Fatalf("vCenter VM after live Storage vMotion = %+v", v)
+	}
+
 	// Destroy and expunge: nothing of the VM stays in vCenter.
 	dv := cs.VirtualMachine.NewDestroyVirtualMachineParams(dep.Id)
 	dv.SetExpunge(true)
 	_, err = cs.VirtualMachine.DestroyVirtualMachine(dv)
 	must("destroyVirtualMachine", err)
 	deadline := time.Now().Add(time.Minute)
-	for vsVM(t, sim, dep.Id) != nil || vsFileExists(t, sim, toDS, rootFile) {
+	for vsVM(t, sim, dep.Id) != nil || vsFileExists(t, sim, fromDS, rootFile) || vsFileExists(t, sim, toDS, rootFile) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the VM or its disk is still in vCenter after expunge")
 		}

@@ -7,18 +7,18 @@ import (
 	"testing"
 
 	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
 )
 
-// TestMigrateVolumeLive: on vcsim, whose RelocateVM_Task ignores disk
-// locators, the relocation runs and the disk is read back unmoved, which
-// is refused (ErrNotSupported, naming where the disk still is). A disk an
-// earlier attempt already moved (here moved by hand: copied to the target
-// datastore and the VM's disk pointed at the copy) is found there by its
-// file name and answered without a second relocation.
+// TestMigrateVolumeLive: our vcsim moves a disk on a relocation with a
+// disk locator, as vCenter does: the disk's file leaves the source
+// datastore and the answer is its new path, read back from the VM. A retry
+// finds the disk already moved, by its file name on the target, and
+// answers without a second relocation. With the disk locators ignored (the
+// bare simulator), the relocation runs and the disk is read back unmoved,
+// which is refused (ErrNotSupported, naming where the disk still is).
 func TestMigrateVolumeLive(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -34,16 +34,38 @@ func TestMigrateVolumeLive(t *testing.T) {
 	if err := e.drv.StartVM(ctx, h, s.Ref()); err != nil {
 		t.Fatal(err)
 	}
+	e.sim.IgnoreDiskLocators(true)
 	_, err = e.pools.MigrateVolumeLive(ctx, e.ds0, root.Path, e.ds1, storage.VolumeSpec{}, h, s.Ref(), nil)
 	if !errors.Is(err, hypervisor.ErrNotSupported) || !strings.Contains(err.Error(), "still "+root.Path) {
-		t.Fatalf("MigrateVolumeLive on vcsim = %v, want not supported: the disk is still %s", err, root.Path)
+		t.Fatalf("MigrateVolumeLive with the disk locators ignored = %v, want not supported: the disk is still %s", err, root.Path)
 	}
 	relocs, err := e.sim.Tasks(ctx, "VirtualMachine.relocateVm")
 	if err != nil || len(relocs) != 1 {
 		t.Fatalf("relocations = %+v, %v", relocs, err)
 	}
+	if _, err := e.pools.VolumeInfo(ctx, e.ds0, root.Path); err != nil {
+		t.Fatalf("the source %s after a relocation that did not move it: %v", root.Path, err)
+	}
 
-	// The move done (by hand, as a vCenter would have).
+	e.sim.IgnoreDiskLocators(false)
+	moved := "[LocalDS_1] nimbus/svm-root.vmdk"
+	for i := range 2 { // the second call finds the disk moved
+		got, err := e.pools.MigrateVolumeLive(ctx, e.ds0, root.Path, e.ds1, storage.VolumeSpec{}, h, s.Ref(), nil)
+		if err != nil || got.Path != moved || got.Pool != "LocalDS_1" {
+			t.Fatalf("MigrateVolumeLive #%d = %+v, %v; want %s", i+1, got, err, moved)
+		}
+		if relocs, _ := e.sim.Tasks(ctx, "VirtualMachine.relocateVm"); len(relocs) != 2 {
+			t.Fatalf("after MigrateVolumeLive #%d: %d relocations, want 2", i+1, len(relocs))
+		}
+	}
+	if _, err := e.pools.VolumeInfo(ctx, e.ds0, root.Path); !errors.Is(err, hypervisor.ErrNotFound) {
+		t.Fatalf("the source %s after the move: %v, want not found", root.Path, err)
+	}
+	if st, err := e.drv.VMState(ctx, h, s.Ref()); err != nil || st.State != hypervisor.StateRunning || len(st.Disks) != 1 || st.Disks[0].Path != moved {
+		t.Fatalf("VMState after the move = %+v, %v; want Running on %s", st, err, moved)
+	}
+
+	// A copy back on the source, so both paths exist for the check below.
 	c, err := e.sim.Client(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -53,34 +75,12 @@ func TestMigrateVolumeLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	moved := "[LocalDS_1] nimbus/svm-root.vmdk"
-	task, err := object.NewVirtualDiskManager(c.Client).CopyVirtualDisk(ctx, root.Path, dc.(*object.Datacenter), moved, dc.(*object.Datacenter), nil, false)
+	task, err := object.NewVirtualDiskManager(c.Client).CopyVirtualDisk(ctx, moved, dc.(*object.Datacenter), root.Path, dc.(*object.Datacenter), nil, false)
 	if err == nil {
 		err = task.Wait(ctx)
 	}
 	if err != nil {
 		t.Fatal(err)
-	}
-	ref, err := object.NewSearchIndex(c.Client).FindByInventoryPath(ctx, "/DC0/vm/"+s.Name)
-	if err != nil || ref == nil {
-		t.Fatalf("find VM: %v", err)
-	}
-	vm := object.NewVirtualMachine(c.Client, ref.Reference())
-	devs, err := vm.Device(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	disk := devs.SelectByType((*types.VirtualDisk)(nil))[0].(*types.VirtualDisk)
-	disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).FileName = moved
-	if err := vm.EditDevice(ctx, disk); err != nil {
-		t.Fatal(err)
-	}
-	got, err := e.pools.MigrateVolumeLive(ctx, e.ds0, root.Path, e.ds1, storage.VolumeSpec{}, h, s.Ref(), nil)
-	if err != nil || got.Path != moved || got.Pool != "LocalDS_1" {
-		t.Fatalf("MigrateVolumeLive of a disk already moved = %+v, %v", got, err)
-	}
-	if relocs, _ := e.sim.Tasks(ctx, "VirtualMachine.relocateVm"); len(relocs) != 1 {
-		t.Fatalf("a second relocation ran for a disk already moved: %d", len(relocs))
 	}
 
 	// A pool names another datastore's path as its own file: migrateVolume's

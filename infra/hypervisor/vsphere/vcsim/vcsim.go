@@ -4,7 +4,8 @@
 // on every host, the standard "VM Network" port group and a distributed
 // one (DC0_DVPG0), served over https on a loopback port. cmd/vcsim, the
 // tests and `nimbus bench vsphere` use it; the simulator models vCenter's
-// API (tasks, inventory, datastore files) but runs no guest.
+// API (tasks, inventory, datastore files) but runs no guest. Unlike the
+// bare simulator it moves disks on a Storage vMotion (svmotion.go).
 package vcsim
 
 import (
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -48,6 +50,8 @@ type Sim struct {
 	Host     string // host:port it answers on
 	Username string
 	Password string
+
+	ignoreDiskLocators atomic.Bool // see IgnoreDiskLocators
 }
 
 // Start builds the inventory and serves it.
@@ -88,8 +92,11 @@ func Start(o Options) (*Sim, error) {
 	// A login other than this one is refused, as a vCenter refuses a
 	// wrong password (the simulator's default accepts any).
 	m.Service.Listen = &url.URL{Host: o.Listen, User: url.UserPassword(o.Username, o.Password)}
-	s := m.Service.NewServer()
-	return &Sim{Model: m, Server: s, Host: s.URL.Host, Username: o.Username, Password: o.Password}, nil
+	sim := &Sim{Model: m, Username: o.Username, Password: o.Password}
+	m.Map().Handler = sim.relocateHandler
+	sim.Server = m.Service.NewServer()
+	sim.Host = sim.Server.URL.Host
+	return sim, nil
 }
 
 // Close stops the server and removes the datastores' files.
