@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vmware/govmomi"
@@ -193,6 +194,7 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	calls0, files0 := vsphere.SOAPCalls(), vsphere.FileCalls()
 	queries := newBenchQueryCounter()
 	st.DB.AddQueryHook(queries)
+	cpu0 := processCPU()
 	lat := make([]time.Duration, *vms)
 	var failed atomic.Int64
 	var firstFail string
@@ -239,6 +241,7 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	}
 	nimbusCalls, nimbusFiles := vsphere.SOAPCalls()-calls0, vsphere.FileCalls()-files0
 	depQueries := queries.n.Load()
+	depCPU := processCPU() - cpu0
 	dep := summarize(lat, depWall)
 	names, err := sim.VMs(ctx)
 	if err != nil {
@@ -257,25 +260,41 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 		*vms, depWall.Round(time.Millisecond), dep.rps, dep.p50.Round(time.Millisecond), dep.p99.Round(time.Millisecond),
 		float64(nimbusCalls)/float64(*vms), float64(nimbusFiles)/float64(*vms), float64(depQueries)/float64(*vms))
 	queries.Sites(*vms)
+	fmt.Printf("  CPU of this process (API, worker, inventory and the simulated vCenter's side) per deployment: %s; the Temporal server's is not counted\n",
+		(depCPU / time.Duration(*vms)).Round(100*time.Microsecond))
 
 	// ---- bare govmomi: clone the template VM, power the clone on ----
+	cpu0 = processCPU()
 	seq, seqCalls, err := benchBareClones(ctx, sim, "bare-seq", *vms, 1)
 	if err != nil {
 		return err
 	}
+	seqCPU := processCPU() - cpu0
+	cpu0 = processCPU()
 	par, parCalls, err := benchBareClones(ctx, sim, "bare-par", *vms, *conc)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("bare govmomi loop, one at a time: %d clones powered on in %s: %.1f VMs/s; %.1f SOAP calls per VM\n",
-		*vms, seq.Round(time.Millisecond), float64(*vms)/seq.Seconds(), float64(seqCalls)/float64(*vms))
-	fmt.Printf("bare govmomi loop, %d in flight:   %d clones powered on in %s: %.1f VMs/s; %.1f SOAP calls per VM\n",
-		*conc, *vms, par.Round(time.Millisecond), float64(*vms)/par.Seconds(), float64(parCalls)/float64(*vms))
+	parCPU := processCPU() - cpu0
+	fmt.Printf("bare govmomi loop, one at a time: %d clones powered on in %s: %.1f VMs/s; %.1f SOAP calls and %s CPU per VM\n",
+		*vms, seq.Round(time.Millisecond), float64(*vms)/seq.Seconds(), float64(seqCalls)/float64(*vms), (seqCPU / time.Duration(*vms)).Round(100*time.Microsecond))
+	fmt.Printf("bare govmomi loop, %d in flight:   %d clones powered on in %s: %.1f VMs/s; %.1f SOAP calls and %s CPU per VM\n",
+		*conc, *vms, par.Round(time.Millisecond), float64(*vms)/par.Seconds(), float64(parCalls)/float64(*vms), (parCPU / time.Duration(*vms)).Round(100*time.Microsecond))
 	seqRate, parRate := float64(*vms)/seq.Seconds(), float64(*vms)/par.Seconds()
 	fmt.Printf("Nimbus / bare loop: %.2fx one at a time, %.2fx at %d in flight (target >= 0.5x)\n", dep.rps/seqRate, dep.rps/parRate, *conc)
 	log.Info("bench vsphere done", "vms", *vms, "vms_per_s", fmt.Sprintf("%.1f", dep.rps), "calls_per_deploy", float64(nimbusCalls)/float64(*vms),
 		"bare_seq_per_s", fmt.Sprintf("%.1f", seqRate), "bare_par_per_s", fmt.Sprintf("%.1f", parRate))
 	return nil
+}
+
+// processCPU is the CPU time (user and system) this process has used: a
+// phase's cost independent of what else the machine runs.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // clusterIDIn reads addCluster's answer: a list of one cluster.
