@@ -96,11 +96,12 @@ func (c *Call) startJob(spec JobSpec) (*models.AsyncJob, client.WorkflowRun, err
 		},
 		TypedSearchAttributes: searchAttrs(c, spec),
 		// Where this process also runs a worker of the task queue (nimbus
-		// dev and server), the job's first workflow task comes back in the
-		// start's answer instead of through matching: 15% less Temporal
-		// server CPU per deployment in bench vsphere. A process that dies
-		// holding it loses nothing: the task times out and goes to another
-		// worker.
+		// dev, the benchmarks), the job's first workflow task comes back
+		// in the start's answer instead of through matching: 15% less
+		// Temporal server CPU per deployment in bench vsphere. A process
+		// that dies holding it loses nothing: the task times out and goes
+		// to another worker. Elsewhere (nimbus server) the SDK starts the
+		// job as before.
 		EnableEagerStart: true,
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Ctx), 15*time.Second)
