@@ -773,6 +773,13 @@ func (p *Pool) DeleteVolume(ctx context.Context, pl storage.Pool, file string) e
 	if err != nil && !fault.Is(err, &types.FileNotFound{}) && !fault.Is(err, &types.NotFound{}) {
 		return classify("DeleteVolume", file, err)
 	}
+	if err != nil {
+		// No descriptor: an extent a dead restore left (restore.go writes
+		// the descriptor last) goes too.
+		if err := t.deleteFile(ctx, strings.TrimSuffix(file, ".vmdk")+"-flat.vmdk"); err != nil {
+			return classify("DeleteVolume", file, err)
+		}
+	}
 	// Its snapshots' copies go with it (see snapshots.go).
 	return classify("DeleteVolume", file, t.deleteSnapshots(ctx, file))
 }
