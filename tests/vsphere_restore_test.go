@@ -19,7 +19,7 @@ import (
 // snapshotid: the backup's disk uploaded to the datastore as
 // nimbus/<volume>.vmdk and its extent), attaches it to a second VM and
 // finds that disk, with the snapshot's size, on the VM in vCenter; makes a
-// template from the snapshot; and deletes the volume, which leaves no file
+// template from the snapshot and a VM from that; and deletes the volume, which leaves no file
 // of it on the datastore.
 // vsDiskCapacity reads a vmdk descriptor on a datastore: its virtual size.
 func vsDiskCapacity(t *testing.T, sim *vcsim.Sim, ds, path string) int64 {
@@ -116,6 +116,30 @@ func TestVSphereVolumeFromSnapshot(t *testing.T) {
 	tl, err := cs.Template.ListTemplates(lt)
 	if err != nil || tl.Count != 1 || !tl.Templates[0].Isready || !strings.EqualFold(tl.Templates[0].Hypervisor, "VMware") {
 		t.Fatalf("template from snapshot = %+v, %v", tl, err)
+	}
+
+	// A VM from that template: its disk uploaded once to the datastore
+	// (nimbus/templates/<template>.vmdk), the root volume a full copy.
+	dp0 := cs.VirtualMachine.NewDeployVirtualMachineParams(models.ServiceOfferingSmallUUID, tm.Id, c.zone)
+	dp0.SetName("vs-rst-c")
+	dp0.SetNetworkids([]string{c.nw})
+	fromTpl, err := cs.VirtualMachine.DeployVirtualMachine(dp0)
+	if err != nil || fromTpl.State != "Running" {
+		t.Fatalf("deploy from the snapshot's template: %v %+v", err, fromTpl)
+	}
+	troot := vsRootVolume(t, c, fromTpl.Id)
+	tds := "LocalDS_0"
+	if troot.Storageid == c.ds1.Id {
+		tds = "LocalDS_1"
+	}
+	if got := vsDiskCapacity(t, sim, tds, "nimbus/templates/"+tm.Id+".vmdk"); got != size {
+		t.Fatalf("the template's copy on %s is %d bytes, the snapshot %d", tds, got, size)
+	}
+	if files := vsDiskFiles(t, c, fromTpl.Id); len(files) != 1 || files[0] != "["+tds+"] nimbus/"+troot.Id+".vmdk" {
+		t.Fatalf("the VM from the snapshot's template has disks %v", files)
+	}
+	if got := vsDiskCapacity(t, sim, tds, "nimbus/"+troot.Id+".vmdk"); got < size {
+		t.Fatalf("its root disk is %d bytes, the snapshot %d", got, size)
 	}
 
 	// Detached and deleted: nothing of it stays on the datastore.

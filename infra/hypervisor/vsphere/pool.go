@@ -929,8 +929,11 @@ func (p *Pool) CopyTemplateToPool(ctx context.Context, tpl storage.Template, pl 
 	if strings.EqualFold(tpl.Format, "iso") {
 		return p.uploadISO(ctx, t, tpl, pr)
 	}
+	if strings.EqualFold(tpl.Format, "vmdk") {
+		return p.copyDiskTemplate(ctx, t, tpl, pr) // made from a snapshot (restore.go)
+	}
 	if f := strings.ToLower(tpl.Format); f != "ova" {
-		return storage.Volume{}, hypervisor.Errorf(driverName, "CopyTemplateToPool", tpl.ID, hypervisor.ErrNotSupported, "VMware templates are OVA, not %s", tpl.Format)
+		return storage.Volume{}, hypervisor.Errorf(driverName, "CopyTemplateToPool", tpl.ID, hypervisor.ErrNotSupported, "VMware templates are OVA or VMDK (from a snapshot), not %s", tpl.Format)
 	}
 	name := templateName(tpl.ID, t.ds)
 	mu, _ := p.imports.LoadOrStore(name, &sync.Mutex{})

@@ -10,6 +10,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/object"
@@ -122,7 +123,6 @@ func diskUUID(id string) string {
 // storage (see above), grown to the asked size when that is bigger than
 // the snapshot's. Progress is the extents' bytes sent.
 func (p *Pool) CreateVolumeFromImage(ctx context.Context, src storage.Location, pl storage.Pool, spec storage.VolumeSpec, pr storage.ProgressFunc) (storage.Volume, error) {
-	const op = "CreateVolumeFromImage"
 	t, err := p.target(ctx, pl)
 	if err != nil {
 		return storage.Volume{}, err
@@ -137,17 +137,27 @@ func (p *Pool) CreateVolumeFromImage(ctx context.Context, src storage.Location, 
 	if err != nil {
 		return storage.Volume{}, err
 	}
+	if err := t.uploadDisk(ctx, "CreateVolumeFromImage", local, src.Path, file, spec.ID, pr); err != nil {
+		return storage.Volume{}, err
+	}
+	return t.restored(ctx, file, spec, nil)
+}
+
+// uploadDisk uploads the disk a backup tar (local, secondary storage's
+// path src) holds to the datastore file "[ds] dir/<name>.vmdk" (see
+// above); id, a UUID, makes the disk's own uuid.
+func (t *dsTarget) uploadDisk(ctx context.Context, op, local, src, file, id string, pr storage.ProgressFunc) error {
 	f, err := os.Open(local)
 	if err != nil {
 		if os.IsNotExist(err) {
-			return storage.Volume{}, hypervisor.Errorf(driverName, op, src.Path, hypervisor.ErrNotFound, "no backup: %v", err)
+			return hypervisor.Errorf(driverName, op, src, hypervisor.ErrNotFound, "no backup: %v", err)
 		}
-		return storage.Volume{}, hypervisor.Errorf(driverName, op, src.Path, hypervisor.ErrUnreachable, "backup: %v", err)
+		return hypervisor.Errorf(driverName, op, src, hypervisor.ErrUnreachable, "backup: %v", err)
 	}
 	defer f.Close()
 	b, err := readBackup(f)
 	if err != nil {
-		return storage.Volume{}, hypervisor.Errorf(driverName, op, src.Path, hypervisor.ErrInvalid, "not a vSphere snapshot backup: %v", err)
+		return hypervisor.Errorf(driverName, op, src, hypervisor.ErrInvalid, "not a vSphere snapshot backup: %v", err)
 	}
 	var dp object.DatastorePath
 	dp.FromString(file)
@@ -173,22 +183,22 @@ func (p *Pool) CreateVolumeFromImage(ctx context.Context, src storage.Location, 
 		b.desc.Extent[k].Info = rename[ext.Info]
 	}
 	if err := t.mkdir(ctx, (&object.DatastorePath{Datastore: t.dsName, Path: dir}).String()); err != nil {
-		return storage.Volume{}, classify(op, file, err)
+		return classify(op, file, err)
 	}
 	ds := object.NewDatastore(t.c.client(), t.ds)
 	ds.InventoryPath, ds.DatacenterPath = "/"+t.dcName+"/datastore/"+t.dsName, t.dcName
 	uploaded := []string{}
-	fail := func(err error) (storage.Volume, error) {
+	fail := func(err error) error {
 		// What this attempt sent is removed, so that a failed create
 		// leaves nothing behind (a dead worker's leftovers are removed
 		// by DeleteVolume, which the failed job's undo calls).
 		for _, name := range uploaded {
 			_ = t.deleteFile(context.WithoutCancel(ctx), (&object.DatastorePath{Datastore: t.dsName, Path: path.Join(dir, name)}).String())
 		}
-		return storage.Volume{}, err
+		return err
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return storage.Volume{}, err
+		return err
 	}
 	pr.Report(0, total)
 	var sent int64
@@ -196,7 +206,7 @@ func (p *Pool) CreateVolumeFromImage(ctx context.Context, src storage.Location, 
 	for len(uploaded) < len(rename) {
 		h, err := tr.Next()
 		if err != nil {
-			return fail(hypervisor.Errorf(driverName, op, src.Path, hypervisor.ErrInvalid, "backup ends before its extents: %v", err))
+			return fail(hypervisor.Errorf(driverName, op, src, hypervisor.ErrInvalid, "backup ends before its extents: %v", err))
 		}
 		name, ok := rename[h.Name]
 		if !ok || h.Typeflag != tar.TypeReg || slices.Contains(uploaded, name) {
@@ -214,8 +224,8 @@ func (p *Pool) CreateVolumeFromImage(ctx context.Context, src storage.Location, 
 		uploaded = append(uploaded, name)
 		sent += h.Size
 	}
-	if id := diskUUID(spec.ID); id != "" {
-		b.desc.DDB["uuid"] = id
+	if u := diskUUID(id); u != "" {
+		b.desc.DDB["uuid"] = u
 	}
 	var db strings.Builder
 	if err := b.desc.Write(&db); err != nil {
@@ -228,7 +238,7 @@ func (p *Pool) CreateVolumeFromImage(ctx context.Context, src storage.Location, 
 		return fail(classify(op, file, err))
 	}
 	pr.Report(total, total)
-	return t.restored(ctx, file, spec, nil)
+	return nil
 }
 
 // restored is a restored volume grown to the asked size.
@@ -268,4 +278,50 @@ func (c *countReader) Read(b []byte) (int, error) {
 		c.report(c.n)
 	}
 	return n, err
+}
+
+// templateFolder holds, under VolumeFolder, the copies of templates made
+// from snapshots (createTemplate with snapshotid: a snapshot backup, VMDK,
+// no OVA). Such a copy is a plain disk out of ListVolumes' way (like the
+// snapshot copies); with no template VM to hang linked clones off, root
+// volumes are full copies of it (CreateVolumeFromTemplate).
+const templateFolder = "templates"
+
+// copyDiskTemplate uploads a VMDK template (a snapshot backup) to the
+// datastore once, as uploadDisk does; later calls find it there.
+func (p *Pool) copyDiskTemplate(ctx context.Context, t *dsTarget, tpl storage.Template, pr storage.ProgressFunc) (storage.Volume, error) {
+	const op = "CopyTemplateToPool"
+	if tpl.ID == "" {
+		return storage.Volume{}, hypervisor.Errorf(driverName, op, tpl.Source.Path, hypervisor.ErrInvalid, "template has no id")
+	}
+	file := (&object.DatastorePath{Datastore: t.dsName, Path: path.Join(VolumeFolder, templateFolder, tpl.ID+".vmdk")}).String()
+	// Two deploys of the template at once upload it once (in this
+	// worker): the second would rewrite the extent the first's copies
+	// read.
+	mu, _ := p.imports.LoadOrStore(file, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
+	done := func() (storage.Volume, error) {
+		size, err := t.diskSize(ctx, file)
+		if err != nil {
+			return storage.Volume{}, err
+		}
+		v := t.volume(file, size, "")
+		v.Template = true
+		return v, nil
+	}
+	if v, err := done(); err == nil {
+		return v, nil
+	} else if !errors.Is(err, hypervisor.ErrNotFound) {
+		return storage.Volume{}, err
+	}
+	dir, _, err := storage.LocalDir(tpl.Source.Store.URL, p.mountRoot)
+	if err != nil {
+		return storage.Volume{}, err
+	}
+	local := path.Join(dir, path.Clean("/"+tpl.Source.Path))
+	if err := t.uploadDisk(ctx, op, local, tpl.Source.Path, file, tpl.ID, pr); err != nil {
+		return storage.Volume{}, err
+	}
+	return done()
 }

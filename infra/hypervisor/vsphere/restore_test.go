@@ -123,6 +123,24 @@ func TestCreateVolumeFromImage(t *testing.T) {
 		t.Fatalf("CreateVolumeFromImage bigger = %+v, %v", big, err)
 	}
 
+	// A template from the snapshot (VMDK): uploaded once, a plain disk
+	// root volumes are full copies of.
+	tpl := storage.Template{ID: "5b9d0a53-6f1e-4c3e-9f4e-0a00000000bb", Source: loc2, Format: "VMDK"}
+	tv, err := e.pools.CopyTemplateToPool(ctx, tpl, e.ds1, nil)
+	if err != nil || !tv.Template || tv.Path != "[LocalDS_1] nimbus/templates/"+tpl.ID+".vmdk" || tv.SizeBytes != 8<<20 {
+		t.Fatalf("CopyTemplateToPool VMDK = %+v, %v", tv, err)
+	}
+	if again, err := e.pools.CopyTemplateToPool(ctx, storage.Template{ID: tpl.ID, Format: "VMDK"}, e.ds1, nil); err != nil || again.Path != tv.Path {
+		t.Fatalf("CopyTemplateToPool VMDK again = %+v, %v", again, err)
+	}
+	rv, err := e.pools.CreateVolumeFromTemplate(ctx, e.ds1, tv.Path, storage.VolumeSpec{ID: "root-t", SizeBytes: 8 << 20})
+	if err != nil || rv.BackingPath != "" || rv.SizeBytes != 8<<20 {
+		t.Fatalf("CreateVolumeFromTemplate of a VMDK template = %+v, %v", rv, err)
+	}
+	if data := dsFile(t, e, "LocalDS_1", "nimbus/root-t-flat.vmdk"); data != "snapshot bytes" {
+		t.Fatalf("the root volume from the VMDK template holds %q", data)
+	}
+
 	// A file that is no backup: invalid, and nothing left behind.
 	junk := filepath.Join(dir, "junk.tar")
 	f, err := os.Create(junk)
