@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/apache/cloudstack-go/v2/cloudstack"
+	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -32,9 +33,27 @@ func vsCDROM(vm *mo.VirtualMachine) (iso string, connected, ok bool) {
 	return "", false, false
 }
 
+// vsBootOrder is a vCenter VM's config.bootOptions.bootOrder.
+func vsBootOrder(vm *mo.VirtualMachine) []types.BaseVirtualMachineBootOptionsBootableDevice {
+	if vm == nil || vm.Config == nil || vm.Config.BootOptions == nil {
+		return nil
+	}
+	return vm.Config.BootOptions.BootOrder
+}
+
+// vsCDROMFirst tells whether a boot order starts with the CD-ROM.
+func vsCDROMFirst(order []types.BaseVirtualMachineBootOptionsBootableDevice) bool {
+	if len(order) == 0 {
+		return false
+	}
+	_, ok := order[0].(*types.VirtualMachineBootOptionsBootableCdromDevice)
+	return ok
+}
+
 // TestVSphereISO drives ISOs on govmomi's vCenter simulator through the
 // API: a VM deployed from an ISO has a CD-ROM drive backed by the ISO's
-// copy in its datastore, and an ISO goes into and out of a running VM's
+// copy in its datastore and boots from it first (then its disk), and an
+// ISO goes into and out of a running VM's
 // drive (ReconfigVM), with nothing left in vCenter after the VMs go.
 func TestVSphereISO(t *testing.T) {
 	c := vsSetup(t)
@@ -99,6 +118,16 @@ func TestVSphereISO(t *testing.T) {
 		if !ok || !strings.HasSuffix(iso, isoFile) || !connected {
 			t.Fatalf("the VM's CD-ROM drive: %v, backed by %q, connected %v; want the ISO's copy *%s", ok, iso, connected, isoFile)
 		}
+		// The CD-ROM boots first, then the (blank) root disk.
+		got := vsVM(t, c.sim, vm.Id)
+		order := vsBootOrder(got)
+		if !vsCDROMFirst(order) || len(order) < 2 {
+			t.Fatalf("the ISO-deployed VM's boot order is %#v, want the CD-ROM, then the disk", order)
+		}
+		disks := object.VirtualDeviceList(got.Config.Hardware.Device).SelectByType((*types.VirtualDisk)(nil))
+		if d, ok := order[1].(*types.VirtualMachineBootOptionsBootableDiskDevice); !ok || len(disks) != 1 || d.DeviceKey != disks[0].GetVirtualDevice().Key {
+			t.Fatalf("the ISO-deployed VM boots second from %#v, want its disk (of %d)", order[1], len(disks))
+		}
 		ds := strings.TrimPrefix(strings.TrimSuffix(iso, isoFile), "[")
 		if !vsFileExists(t, c.sim, ds, "nimbus/iso-"+isoID+".iso") {
 			t.Fatalf("the ISO's copy %s is not in datastore %s", iso, ds)
@@ -116,6 +145,9 @@ func TestVSphereISO(t *testing.T) {
 		}
 		if iso, _, _ := vsCDROM(vsVM(t, c.sim, vm.Id)); iso != "" {
 			t.Fatalf("a VM from a template has ISO %q", iso)
+		}
+		if order := vsBootOrder(vsVM(t, c.sim, vm.Id)); vsCDROMFirst(order) {
+			t.Fatalf("a VM from a template boots from the CD-ROM first: %#v", order)
 		}
 		_, err = cs.ISO.AttachIso(cs.ISO.NewAttachIsoParams(c.tpl, vm.Id))
 		wantVMErr(t, "attachIso of a template", err, 431, "not an ISO")

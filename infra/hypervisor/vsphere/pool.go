@@ -799,6 +799,13 @@ func (p *Pool) DeleteVolume(ctx context.Context, pl storage.Pool, file string) e
 	if err != nil && !fault.Is(err, &types.FileNotFound{}) && !fault.Is(err, &types.NotFound{}) {
 		return classify("DeleteVolume", file, err)
 	}
+	if err != nil {
+		// No descriptor: an extent a dead restore left (restore.go writes
+		// the descriptor last) goes too.
+		if err := t.deleteFile(ctx, strings.TrimSuffix(file, ".vmdk")+"-flat.vmdk"); err != nil {
+			return classify("DeleteVolume", file, err)
+		}
+	}
 	// Its snapshots' copies go with it (see snapshots.go).
 	return classify("DeleteVolume", file, t.deleteSnapshots(ctx, file))
 }
@@ -948,8 +955,11 @@ func (p *Pool) CopyTemplateToPool(ctx context.Context, tpl storage.Template, pl 
 	if strings.EqualFold(tpl.Format, "iso") {
 		return p.uploadISO(ctx, t, tpl, pr)
 	}
+	if strings.EqualFold(tpl.Format, "vmdk") {
+		return p.copyDiskTemplate(ctx, t, tpl, pr) // made from a snapshot (restore.go)
+	}
 	if f := strings.ToLower(tpl.Format); f != "ova" {
-		return storage.Volume{}, hypervisor.Errorf(driverName, "CopyTemplateToPool", tpl.ID, hypervisor.ErrNotSupported, "VMware templates are OVA, not %s", tpl.Format)
+		return storage.Volume{}, hypervisor.Errorf(driverName, "CopyTemplateToPool", tpl.ID, hypervisor.ErrNotSupported, "VMware templates are OVA or VMDK (from a snapshot), not %s", tpl.Format)
 	}
 	name := templateName(tpl.ID, t.ds)
 	mu, _ := p.imports.LoadOrStore(name, &sync.Mutex{})

@@ -25,7 +25,7 @@ import (
 const DefaultNetworkLabel = "VM Network"
 
 // vmProps are the properties VMInfo is made of.
-var vmProps = []string{"name", "config.instanceUuid", "config.template", "config.hardware", "runtime.powerState", "runtime.host"}
+var vmProps = []string{"name", "config.instanceUuid", "config.template", "config.hardware", "config.bootOptions", "runtime.powerState", "runtime.host"}
 
 // findVM looks a VM up by its instance UUID (what Nimbus sets to the VM's
 // UUID), or by name in the datacenter's VM folder when the reference has
@@ -282,8 +282,8 @@ func (t *hostTarget) configSpec(ctx context.Context, spec hypervisor.VMSpec) (ty
 	{
 		// Every VM gets a drive (empty without an ISO), on the first IDE
 		// controller, which every VM has (key 200): IDE devices cannot be
-		// added to a running VM, and attachIso changes the medium live. A
-		// blank root disk does not boot, so the BIOS goes on to the ISO.
+		// added to a running VM, and attachIso changes the medium live. With
+		// an ISO to deploy from, the CD-ROM boots first (boot.go).
 		cd, _ := spec.CDROM()
 		ide := &types.VirtualIDEController{VirtualController: types.VirtualController{VirtualDevice: types.VirtualDevice{Key: 200}}}
 		dev, err := object.VirtualDeviceList{}.CreateCdrom(ide)
@@ -388,6 +388,11 @@ func (d *Driver) DefineVM(ctx context.Context, h hypervisor.Host, spec hyperviso
 	if err != nil {
 		return hypervisor.VMInfo{}, err
 	}
+	// The boot order names devices by the keys vCenter gave them, so it
+	// is set once the VM exists (see boot.go).
+	if err := t.setBootOrder(ctx, vmRef, vm, spec); err != nil {
+		return hypervisor.VMInfo{}, err
+	}
 	return t.info(h, vm), nil
 }
 
@@ -414,6 +419,13 @@ func (t *hostTarget) reshape(ctx context.Context, h hypervisor.Host, ref types.M
 	}
 	if vm.Config != nil && vm.Config.Template {
 		return hypervisor.VMInfo{}, hypervisor.Errorf(driverName, "DefineVM", spec.Name, hypervisor.ErrInvalid, "%s is a template", ref.Value)
+	}
+	if vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOff {
+		// A retry of a DefineVM that created the VM, or a stopped VM
+		// defined again: its boot order follows the spec (see boot.go).
+		if err := t.setBootOrder(ctx, ref, vm, spec); err != nil {
+			return hypervisor.VMInfo{}, err
+		}
 	}
 	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOff || vm.Config == nil ||
 		(int(vm.Config.Hardware.NumCPU) == spec.VCPUs && int64(vm.Config.Hardware.MemoryMB) == spec.MemoryBytes>>20) {
