@@ -52,6 +52,10 @@ func CheckImageFormat(r io.ReaderAt, size int64, format string) (ImageInfo, erro
 	if err != nil {
 		return info, err
 	}
+	if strings.EqualFold(format, "ova") {
+		info.VirtualSizeBytes, err = ovaDiskSize(r, size)
+		return info, err
+	}
 	if !strings.EqualFold(format, "qcow2") {
 		return info, nil
 	}
