@@ -29,10 +29,6 @@ type VMSnapshotInput struct {
 	Actor        Actor
 }
 
-// VMSnapshotMax is how many VM snapshots one VM may have (CloudStack's
-// vmsnapshot.max default).
-const VMSnapshotMax = 10
-
 // CheckVMSnapshotCreate applies CloudStack's rules to a new VM snapshot of
 // vm: the VM is Running or Stopped (no job of its own in flight), memory
 // only for a Running VM, and a hypervisor that keeps VM snapshots.
@@ -102,6 +98,14 @@ func VMSnapshotName(instanceName string, t time.Time) string {
 func VMHasSnapshots(ctx context.Context, db bun.IDB, vmID int64) (bool, error) {
 	return db.NewSelect().Model((*models.VMSnapshot)(nil)).
 		Where("vm_id = ? AND state IN (?)", vmID, bun.In(models.VMSnapshotLive)).Exists(ctx)
+}
+
+// VMSnapshotsBlockMigration tells whether a VM of this hypervisor cannot
+// be migrated while it has VM snapshots: libvirt refuses to migrate a
+// domain with (internal) snapshots; vMotion takes them along. The one rule
+// of migrateVirtualMachine and prepareHostForMaintenance.
+func VMSnapshotsBlockMigration(hypervisorType string) bool {
+	return hypervisorType != models.HypervisorVMware
 }
 
 // VMSnapshotBusy tells whether a VM snapshot job of the VM runs (its

@@ -159,6 +159,17 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	wantVMErr(t, "resize the root volume of a VM with VM snapshots", err, 431, "VM snapshots")
 	_, err = cs.VirtualMachine.MigrateVirtualMachine(cs.VirtualMachine.NewMigrateVirtualMachineParams(d.Id))
 	wantVMErr(t, "migrate a VM with VM snapshots", err, 431, "VM snapshots")
+	// Host maintenance would have to migrate it: refused at once, naming
+	// the VM, no job started, the host still Enabled.
+	jobsBefore := nsCount(t, db, "SELECT COUNT(*) FROM async_jobs")
+	_, err = cs.Host.PrepareHostForMaintenance(cs.Host.NewPrepareHostForMaintenanceParams(c.hosts[host]))
+	wantVMErr(t, "maintenance of the host of a VM with VM snapshots", err, 431, "snappy", "VM snapshots", "Simulator cannot migrate")
+	if rs := c.hmResourceState(t, c.hosts[host]); rs != "Enabled" {
+		t.Errorf("host %s is %s after a refused prepareHostForMaintenance", host, rs)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM async_jobs"); n != jobsBefore {
+		t.Errorf("a refused prepareHostForMaintenance started %d jobs", n-jobsBefore)
+	}
 	_, err = cs.Volume.DetachVolume(func() *cloudstack.DetachVolumeParams {
 		p := cs.Volume.NewDetachVolumeParams()
 		p.SetId(data1)
@@ -270,6 +281,24 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	}
 	hostSim(t, c.s, "action", "clear")
 	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop after the snapshot")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d2.Id)))
+
+	// ---- vmsnapshot.max is a global setting read at each create ----
+	setMax := func(v string) {
+		t.Helper()
+		p := cs.Configuration.NewUpdateConfigurationParams("vmsnapshot.max")
+		p.SetValue(v)
+		if _, err := cs.Configuration.UpdateConfiguration(p); err != nil {
+			t.Fatalf("updateConfiguration vmsnapshot.max=%s: %v", v, err)
+		}
+	}
+	setMax("1") // snappy2 has one ("slow")
+	_, err = vmsCreate(cs, d2.Id, "over-the-max", false, nil)
+	wantVMErr(t, "a second VM snapshot with vmsnapshot.max=1", err, 431, "can just have : 1 VM snapshots", "snappy2")
+	setMax("2")
+	if s5, err := vmsCreate(cs, d2.Id, "within-the-max", false, nil); err != nil || s5.State != "Ready" {
+		t.Fatalf("a second VM snapshot with vmsnapshot.max=2: %v %+v", err, s5)
+	}
+	setMax("10")
 
 	// ---- destroy takes them along ----
 	dp := cs.VirtualMachine.NewDestroyVirtualMachineParams(d.Id)
