@@ -132,6 +132,7 @@ func TestOOBMPowerSync(t *testing.T) {
 	t.Logf("power change seen after %s", time.Since(start).Round(time.Millisecond))
 	ev := cs.Event.NewListEventsParams()
 	ev.SetType("HOST.OOBM.POWERSTATE.TRANSITION")
+	ev.SetListall(true)
 	if r, err := cs.Event.ListEvents(ev); err != nil || r.Count < 4 {
 		t.Errorf("HOST.OOBM.POWERSTATE.TRANSITION events: %v, %d, want at least 4", err, r.Count)
 	}

@@ -20,7 +20,7 @@ const (
 
 // OOBMSyncScheduleKind names the power-state sync schedule
 // (ntemporal.ScheduleID(OOBMSyncScheduleKind, taskQueue)).
-const OOBMSyncScheduleKind = "oobm-powerstate-sync"
+const OOBMSyncScheduleKind = "oobm-sync"
 
 // OOBMSyncSchedule is the system schedule of the background power-state
 // sync, every outofbandmanagement.sync.interval.
