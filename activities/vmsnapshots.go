@@ -52,8 +52,8 @@ func CheckVMSnapshotCreate(vm *models.VMInstance, memory bool) error {
 }
 
 // CheckVMSnapshotRevert applies CloudStack's rules to reverting vm to s:
-// the snapshot is Ready, the VM Running or Stopped, and a snapshot with
-// memory is reverted to on a Running VM (it leaves it Running).
+// the snapshot is Ready and the VM Running or Stopped. A snapshot with
+// memory leaves it Running (a Stopped VM is started first).
 func CheckVMSnapshotRevert(vm *models.VMInstance, s *models.VMSnapshot) error {
 	if s.State != models.VMSnapshotReady {
 		return cserr.Param("VM snapshot %s is %s: only a Ready VM snapshot can be reverted to", s.DisplayName, s.State)
@@ -62,9 +62,6 @@ func CheckVMSnapshotRevert(vm *models.VMInstance, s *models.VMSnapshot) error {
 	case models.VMRunning, models.VMStopped:
 	default:
 		return cserr.Param("Virtual machine %s is %s: reverting needs it Running or Stopped", vm.Name, vm.State)
-	}
-	if s.Type == models.VMSnapshotDiskAndMemory && vm.State != models.VMRunning {
-		return cserr.Param("Virtual machine %s is Stopped: start it before reverting to the DiskAndMemory snapshot %s", vm.Name, s.DisplayName)
 	}
 	return nil
 }

@@ -328,6 +328,12 @@ func revertToVMSnapshot(c *Call) (any, error) {
 	if err := activities.CheckVMSnapshotRevert(&vm, s); err != nil {
 		return nil, err
 	}
+	if vm.State == models.VMStopped && s.Type == models.VMSnapshotDiskAndMemory {
+		// It is started first (on the host that holds its snapshots).
+		if err := c.vmPoolsUsable(&vm); err != nil {
+			return nil, err
+		}
+	}
 	// The VM goes through the transitional state of where it ends: no other
 	// job of it starts meanwhile.
 	transit := models.VMStopping
