@@ -537,6 +537,20 @@ func TestVMSnapshotsKVM(t *testing.T) {
 	if kvmQemuIO(root, "read -P 0xcd 20M 64k") {
 		t.Fatal("the data written after the snapshot survived the revert")
 	}
+	// The stopped VM reverted to the memory snapshot: started on its host,
+	// then running from the snapshot's memory (CloudStack's behaviour).
+	rv, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s1.Id))
+	if err != nil || rv.State != "Running" {
+		t.Fatalf("revert the stopped VM to the memory snapshot: %v %+v", err, rv)
+	}
+	if st := kvmDomState(t, name); !strings.HasPrefix(st, "running") {
+		t.Fatalf("domain after reverting the stopped VM to memory: %s", st)
+	}
+	if out, err := kvmVirsh(t, "snapshot-current", name, "--name"); err != nil || strings.TrimSpace(out) != s1.Id {
+		t.Errorf("libvirt's current snapshot after the revert: %v %q, want %s", err, out, s1.Id)
+	}
+	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop after the memory revert")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(dep.Id)))
+	boots = kvmBoots(name, "kvm-snap", dep.Id)
 	st := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(dep.Id)))
 	if st.State != "Running" {
 		t.Fatalf("start after the revert: %+v", st)
