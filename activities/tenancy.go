@@ -59,6 +59,11 @@ func WriteEvent(ctx context.Context, db bun.IDB, in EventInput) error {
 	if in.State == "" {
 		in.State = "Completed"
 	}
+	// Scheduled runs' workflow IDs (schedule ID + start time) can pass the
+	// column's 64 characters with a long task queue: the event matters more.
+	if len(in.JobUUID) > 64 {
+		in.JobUUID = in.JobUUID[:64]
+	}
 	ev := &models.Event{
 		UUID: in.UUID, Type: in.Type, Level: in.Level, State: in.State, Description: in.Description,
 		UserID: in.UserID, AccountID: in.AccountID, DomainID: in.DomainID,

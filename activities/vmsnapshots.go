@@ -29,10 +29,6 @@ type VMSnapshotInput struct {
 	Actor        Actor
 }
 
-// VMSnapshotMax is how many VM snapshots one VM may have (CloudStack's
-// vmsnapshot.max default).
-const VMSnapshotMax = 10
-
 // CheckVMSnapshotCreate applies CloudStack's rules to a new VM snapshot of
 // vm: the VM is Running or Stopped (no job of its own in flight), memory
 // only for a Running VM, and a hypervisor that keeps VM snapshots.
@@ -56,8 +52,8 @@ func CheckVMSnapshotCreate(vm *models.VMInstance, memory bool) error {
 }
 
 // CheckVMSnapshotRevert applies CloudStack's rules to reverting vm to s:
-// the snapshot is Ready, the VM Running or Stopped, and a snapshot with
-// memory is reverted to on a Running VM (it leaves it Running).
+// the snapshot is Ready and the VM Running or Stopped. A snapshot with
+// memory leaves it Running (a Stopped VM is started first).
 func CheckVMSnapshotRevert(vm *models.VMInstance, s *models.VMSnapshot) error {
 	if s.State != models.VMSnapshotReady {
 		return cserr.Param("VM snapshot %s is %s: only a Ready VM snapshot can be reverted to", s.DisplayName, s.State)
@@ -66,9 +62,6 @@ func CheckVMSnapshotRevert(vm *models.VMInstance, s *models.VMSnapshot) error {
 	case models.VMRunning, models.VMStopped:
 	default:
 		return cserr.Param("Virtual machine %s is %s: reverting needs it Running or Stopped", vm.Name, vm.State)
-	}
-	if s.Type == models.VMSnapshotDiskAndMemory && vm.State != models.VMRunning {
-		return cserr.Param("Virtual machine %s is Stopped: start it before reverting to the DiskAndMemory snapshot %s", vm.Name, s.DisplayName)
 	}
 	return nil
 }
@@ -102,6 +95,14 @@ func VMSnapshotName(instanceName string, t time.Time) string {
 func VMHasSnapshots(ctx context.Context, db bun.IDB, vmID int64) (bool, error) {
 	return db.NewSelect().Model((*models.VMSnapshot)(nil)).
 		Where("vm_id = ? AND state IN (?)", vmID, bun.In(models.VMSnapshotLive)).Exists(ctx)
+}
+
+// VMSnapshotsBlockMigration tells whether a VM of this hypervisor cannot
+// be migrated while it has VM snapshots: libvirt refuses to migrate a
+// domain with (internal) snapshots; vMotion takes them along. The one rule
+// of migrateVirtualMachine and prepareHostForMaintenance.
+func VMSnapshotsBlockMigration(hypervisorType string) bool {
+	return hypervisorType != models.HypervisorVMware
 }
 
 // VMSnapshotBusy tells whether a VM snapshot job of the VM runs (its

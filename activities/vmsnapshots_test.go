@@ -48,7 +48,7 @@ func TestVMSnapshotRules(t *testing.T) {
 		"running to disk":    {vm(models.VMRunning, "KVM", 1, 0), snap(models.VMSnapshotReady, models.VMSnapshotDisk), 0, models.VMStopped},
 		"running to memory":  {vm(models.VMRunning, "KVM", 1, 0), snap(models.VMSnapshotReady, models.VMSnapshotDiskAndMemory), 0, models.VMRunning},
 		"stopped to disk":    {vm(models.VMStopped, "KVM", 0, 1), snap(models.VMSnapshotReady, models.VMSnapshotDisk), 0, models.VMStopped},
-		"stopped to memory":  {vm(models.VMStopped, "KVM", 0, 1), snap(models.VMSnapshotReady, models.VMSnapshotDiskAndMemory), cserr.ParamError, models.VMRunning},
+		"stopped to memory":  {vm(models.VMStopped, "KVM", 0, 1), snap(models.VMSnapshotReady, models.VMSnapshotDiskAndMemory), 0, models.VMRunning}, // started first
 		"snapshot not ready": {vm(models.VMRunning, "KVM", 1, 0), snap(models.VMSnapshotCreating, models.VMSnapshotDisk), cserr.ParamError, models.VMStopped},
 		"snapshot in error":  {vm(models.VMRunning, "KVM", 1, 0), snap(models.VMSnapshotError, models.VMSnapshotDisk), cserr.ParamError, models.VMStopped},
 		"vm in a transition": {vm(models.VMStopping, "KVM", 1, 0), snap(models.VMSnapshotReady, models.VMSnapshotDisk), cserr.ParamError, models.VMStopped},

@@ -138,11 +138,15 @@ func setConfiguration(c *Call, row *models.Configuration, value, event string) (
 	if s := configScope(c); s != "" {
 		return nil, cserr.Param("Values per %s are not supported yet; only global values may be set", s)
 	}
+	if err := checkScheduleSetting(row.Name, value); err != nil {
+		return nil, err
+	}
 	if _, err := c.S.DB.NewUpdate().Model((*models.Configuration)(nil)).Set("value = ?", value).Set("updated = ?", models.Now()).
 		Where("id = ?", row.ID).Exec(c.Ctx); err != nil {
 		return nil, err
 	}
 	models.InvalidateConfig(row.Name)
+	followScheduleSetting(c, row.Name, value)
 	row.Value = value
 	c.Event(event, "Configuration", "", "Set "+row.Name+" to "+clip(value, 256))
 	return Object{"configuration": configurationView(row)}, nil

@@ -703,10 +703,39 @@ func prepareHostForMaintenance(c *Call) (any, error) {
 	case models.ResourceMaintenance, models.ResourcePrepareForMaintenance:
 		return nil, cserr.Param("Host %s is already %s", h.Name, h.ResourceState)
 	}
+	if err := c.noPinnedVMs(h); err != nil {
+		return nil, err
+	}
 	return c.StartJob(JobSpec{
 		Workflow: workflows.PrepareHostForMaintenance, Input: workflows.HostMaintenanceInput{HostUUID: h.UUID, Actor: actorOf(c.Caller)},
 		InstanceType: "Host", InstanceUUID: h.UUID, ResponseID: h.UUID, Summary: "prepare host " + h.Name + " for maintenance",
 	})
+}
+
+// noPinnedVMs refuses, before any job starts, maintenance of a host whose
+// running VMs cannot leave it: they have VM snapshots and their hypervisor
+// cannot migrate such a VM (the rule of migrateVirtualMachine).
+func (c *Call) noPinnedVMs(h *models.Host) error {
+	var vms []models.VMInstance
+	err := c.S.DB.NewSelect().Model(&vms).Column("id", "name", "hypervisor_type").
+		Where("host_id = ? AND state = ?", h.ID, models.VMRunning).
+		Where("EXISTS (SELECT 1 FROM vm_snapshots AS s WHERE s.vm_id = vm_instance.id AND s.state IN (?) AND s.removed IS NULL)", bun.In(models.VMSnapshotLive)).
+		Order("name").Scan(c.Ctx)
+	if err != nil {
+		return err
+	}
+	var names []string
+	hv := ""
+	for _, vm := range vms {
+		if activities.VMSnapshotsBlockMigration(vm.HypervisorType) {
+			names, hv = append(names, vm.Name), vm.HypervisorType
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return cserr.Param("Unable to prepare host %s for maintenance: running virtual machine(s) %s have VM snapshots, and %s cannot migrate a VM with VM snapshots; delete their VM snapshots or stop them first",
+		h.Name, strings.Join(names, ", "), hv)
 }
 
 func cancelHostMaintenance(c *Call) (any, error) {

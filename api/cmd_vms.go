@@ -1695,8 +1695,7 @@ func migrateVirtualMachine(c *Call) (any, error) {
 	if vm.State != models.VMRunning || vm.HostID == 0 {
 		return nil, cserr.Param("Virtual machine %s is %s: only a Running VM can be migrated (live, within its cluster)", vm.Name, vm.State)
 	}
-	// libvirt refuses to migrate a domain with snapshots; vMotion takes them along.
-	if vm.HypervisorType != models.HypervisorVMware {
+	if activities.VMSnapshotsBlockMigration(vm.HypervisorType) {
 		if err := c.noVMSnapshots(vm.ID, "migrate the virtual machine"); err != nil {
 			return nil, err
 		}

@@ -241,8 +241,12 @@ func createVMSnapshot(c *Call) (any, error) {
 	if n, err = c.S.DB.NewSelect().Model((*models.VMSnapshot)(nil)).Where("vm_id = ?", vm.ID).Count(c.Ctx); err != nil {
 		return nil, err
 	}
-	if n >= int64(activities.VMSnapshotMax) {
-		return nil, cserr.Param("Virtual machine %s has %d VM snapshots, the most one VM may have; delete one first", vm.Name, n)
+	most, err := models.ConfigInt(c.Ctx, c.S.DB, "vmsnapshot.max")
+	if err != nil {
+		return nil, err
+	}
+	if n >= most {
+		return nil, cserr.Param("Creating vm snapshot failed due to a VM can just have : %d VM snapshots. Please delete old ones (virtual machine %s has %d; vmsnapshot.max)", most, vm.Name, n)
 	}
 	now := models.Now()
 	s := &models.VMSnapshot{UUID: models.NewUUID(), Name: activities.VMSnapshotName(vm.InstanceName, now),
@@ -323,6 +327,12 @@ func revertToVMSnapshot(c *Call) (any, error) {
 	}
 	if err := activities.CheckVMSnapshotRevert(&vm, s); err != nil {
 		return nil, err
+	}
+	if vm.State == models.VMStopped && s.Type == models.VMSnapshotDiskAndMemory {
+		// It is started first (on the host that holds its snapshots).
+		if err := c.vmPoolsUsable(&vm); err != nil {
+			return nil, err
+		}
 	}
 	// The VM goes through the transitional state of where it ends: no other
 	// job of it starts meanwhile.

@@ -109,6 +109,9 @@ func DefaultConfigurations() []Configuration {
 		{Name: "storage.orphan.cleanup.delay", Value: "0", DefaultValue: "0", Category: "Storage", Scope: "global", Description: "Seconds after which the reconciler deletes a disk it found on a primary pool with no volume or template copy in the inventory; 0 only reports such disks (as STORAGE.ORPHAN events)"},
 		{Name: "baremetal.provision.done.notification.timeout", Value: "1800", DefaultValue: "1800", Category: "Advanced", Scope: "global", Description: "Seconds a BareMetal deployment waits for the PXE-booted system to call back before it fails"},
 		{Name: "outofbandmanagement.action.timeout", Value: "60", DefaultValue: "60", Category: "Advanced", Scope: "global", Description: "Seconds an out-of-band management power action may take to be read back from the BMC"},
+		{Name: "outofbandmanagement.sync.interval", Value: "300000", DefaultValue: "300000", Category: "Advanced", Scope: "global", Description: "Milliseconds between background reads of the power state of every host with out-of-band management enabled (set at worker start)"},
+		{Name: "outofbandmanagement.sync.poolsize", Value: "50", DefaultValue: "50", Category: "Advanced", Scope: "global", Description: "How many BMCs the background power-state sync reads at once"},
+		{Name: "vmsnapshot.max", Value: "10", DefaultValue: "10", Category: "Advanced", Scope: "global", Description: "Maximum VM snapshots for a single VM"},
 		{Name: "redfish.use.https", Value: "true", DefaultValue: "true", Category: "Advanced", Scope: "global", Description: "Out-of-band management over Redfish uses HTTPS (false: plain HTTP)"},
 		{Name: "redfish.ignore.ssl", Value: "false", DefaultValue: "false", Category: "Advanced", Scope: "global", Description: "Out-of-band management over Redfish accepts a BMC's self-signed or otherwise unverifiable certificate"},
 	}, limitConfigurations()...)

@@ -159,6 +159,17 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	wantVMErr(t, "resize the root volume of a VM with VM snapshots", err, 431, "VM snapshots")
 	_, err = cs.VirtualMachine.MigrateVirtualMachine(cs.VirtualMachine.NewMigrateVirtualMachineParams(d.Id))
 	wantVMErr(t, "migrate a VM with VM snapshots", err, 431, "VM snapshots")
+	// Host maintenance would have to migrate it: refused at once, naming
+	// the VM, no job started, the host still Enabled.
+	jobsBefore := nsCount(t, db, "SELECT COUNT(*) FROM async_jobs")
+	_, err = cs.Host.PrepareHostForMaintenance(cs.Host.NewPrepareHostForMaintenanceParams(c.hosts[host]))
+	wantVMErr(t, "maintenance of the host of a VM with VM snapshots", err, 431, "snappy", "VM snapshots", "Simulator cannot migrate")
+	if rs := c.hmResourceState(t, c.hosts[host]); rs != "Enabled" {
+		t.Errorf("host %s is %s after a refused prepareHostForMaintenance", host, rs)
+	}
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM async_jobs"); n != jobsBefore {
+		t.Errorf("a refused prepareHostForMaintenance started %d jobs", n-jobsBefore)
+	}
 	_, err = cs.Volume.DetachVolume(func() *cloudstack.DetachVolumeParams {
 		p := cs.Volume.NewDetachVolumeParams()
 		p.SetId(data1)
@@ -199,24 +210,31 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	if mhz, _ := c.used(t); mhz != usedMHz-500 {
 		t.Errorf("capacity used after a revert that stopped the VM: %d MHz, want %d", mhz, usedMHz-500)
 	}
-	// To a DiskAndMemory snapshot a stopped VM is refused; started, it reverts and runs.
-	_, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id))
-	wantVMErr(t, "revert a stopped VM to a memory snapshot", err, 431, "start it")
+	// To a DiskAndMemory snapshot a stopped VM is started on the host that
+	// holds its snapshots (its capacity taken again) and runs from the
+	// snapshot's memory, as CloudStack does.
 	_, err = vmsCreate(cs, d.Id, "mem-of-stopped", true, nil)
 	wantVMErr(t, "memory snapshot of a stopped VM", err, 431, "Running")
-	st := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(d.Id)))
-	if st.Hostname != host {
-		t.Errorf("VM with VM snapshots started on %s, not on %s which holds them", st.Hostname, host)
+	rv, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id))
+	if err != nil || rv.State != "Running" || rv.Id != d.Id {
+		t.Fatalf("revert a stopped VM to a DiskAndMemory snapshot: %v %+v", err, rv)
 	}
+	if rv.Hostname != host {
+		t.Errorf("VM with VM snapshots reverted (started) on %s, not on %s which holds them", rv.Hostname, host)
+	}
+	if mhz, _ := c.used(t); mhz != usedMHz {
+		t.Errorf("capacity used after a revert that started the VM: %d MHz, want %d", mhz, usedMHz)
+	}
+	if x := vmsOne(t, cs, s2.Id); !x.Current || x.State != "Ready" {
+		t.Errorf("s2 = %+v after reverting to it, want Ready and current", x)
+	}
+	// A running VM reverts to it too, and stays Running.
 	rv, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s2.Id))
 	if err != nil || rv.State != "Running" {
 		t.Fatalf("revert to a DiskAndMemory snapshot: %v %+v", err, rv)
 	}
-	if x := vmsOne(t, cs, s2.Id); !x.Current {
-		t.Errorf("s2 not current after reverting to it")
-	}
-	if n := nsCount(t, db, "SELECT COUNT(*) FROM events WHERE type = 'VMSNAPSHOT.REVERTTO' AND level = 'INFO'"); n != 2 {
-		t.Errorf("%d VMSNAPSHOT.REVERTTO events, want 2", n)
+	if n := nsCount(t, db, "SELECT COUNT(*) FROM events WHERE type = 'VMSNAPSHOT.REVERTTO' AND level = 'INFO'"); n != 3 {
+		t.Errorf("%d VMSNAPSHOT.REVERTTO events, want 3", n)
 	}
 
 	// ---- delete ----
@@ -270,6 +288,24 @@ func TestVMSnapshotsSimulator(t *testing.T) {
 	}
 	hostSim(t, c.s, "action", "clear")
 	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop after the snapshot")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(d2.Id)))
+
+	// ---- vmsnapshot.max is a global setting read at each create ----
+	setMax := func(v string) {
+		t.Helper()
+		p := cs.Configuration.NewUpdateConfigurationParams("vmsnapshot.max")
+		p.SetValue(v)
+		if _, err := cs.Configuration.UpdateConfiguration(p); err != nil {
+			t.Fatalf("updateConfiguration vmsnapshot.max=%s: %v", v, err)
+		}
+	}
+	setMax("1") // snappy2 has one ("slow")
+	_, err = vmsCreate(cs, d2.Id, "over-the-max", false, nil)
+	wantVMErr(t, "a second VM snapshot with vmsnapshot.max=1", err, 431, "can just have : 1 VM snapshots", "snappy2")
+	setMax("2")
+	if s5, err := vmsCreate(cs, d2.Id, "within-the-max", false, nil); err != nil || s5.State != "Ready" {
+		t.Fatalf("a second VM snapshot with vmsnapshot.max=2: %v %+v", err, s5)
+	}
+	setMax("10")
 
 	// ---- destroy takes them along ----
 	dp := cs.VirtualMachine.NewDestroyVirtualMachineParams(d.Id)
@@ -501,6 +537,20 @@ func TestVMSnapshotsKVM(t *testing.T) {
 	if kvmQemuIO(root, "read -P 0xcd 20M 64k") {
 		t.Fatal("the data written after the snapshot survived the revert")
 	}
+	// The stopped VM reverted to the memory snapshot: started on its host,
+	// then running from the snapshot's memory (CloudStack's behaviour).
+	rv, err = cs.Snapshot.RevertToVMSnapshot(cs.Snapshot.NewRevertToVMSnapshotParams(s1.Id))
+	if err != nil || rv.State != "Running" {
+		t.Fatalf("revert the stopped VM to the memory snapshot: %v %+v", err, rv)
+	}
+	if st := kvmDomState(t, name); !strings.HasPrefix(st, "running") {
+		t.Fatalf("domain after reverting the stopped VM to memory: %s", st)
+	}
+	if out, err := kvmVirsh(t, "snapshot-current", name, "--name"); err != nil || strings.TrimSpace(out) != s1.Id {
+		t.Errorf("libvirt's current snapshot after the revert: %v %q, want %s", err, out, s1.Id)
+	}
+	vmtMust[*cloudstack.StopVirtualMachineResponse](t, "stop after the memory revert")(cs.VirtualMachine.StopVirtualMachine(cs.VirtualMachine.NewStopVirtualMachineParams(dep.Id)))
+	boots = kvmBoots(name, "kvm-snap", dep.Id)
 	st := vmtMust[*cloudstack.StartVirtualMachineResponse](t, "start")(cs.VirtualMachine.StartVirtualMachine(cs.VirtualMachine.NewStartVirtualMachineParams(dep.Id)))
 	if st.State != "Running" {
 		t.Fatalf("start after the revert: %+v", st)

@@ -78,6 +78,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.MaintReconcile)
 	r.RegisterWorkflow(workflows.WatchHostVMs)
 	r.RegisterWorkflow(workflows.MaintCapacityAlerts)
+	r.RegisterWorkflow(workflows.OOBMPowerSync)
 
 	r.RegisterWorkflow(workflows.RegisterTemplate)
 	r.RegisterWorkflow(workflows.CopyTemplate)

@@ -73,6 +73,12 @@ func RevertVMSnapshot(ctx workflow.Context, in RevertVMSnapshotInput) (JobOutcom
 		ictx, lctx := withInventory(ctx), withLocalInventory(ctx)
 		snap := activities.VMSnapshotInput{SnapshotUUID: in.SnapshotUUID, Actor: in.Actor}
 		fin := activities.VMSnapshotRevertFinishInput{SnapshotUUID: in.SnapshotUUID, Actor: in.Actor}
+		// A Stopped VM reverted to a DiskAndMemory snapshot (refused before
+		// this version, so no older history comes here) is started first.
+		if in.PrevState == models.VMStopped && in.Transit == models.VMStarting &&
+			workflow.GetVersion(ctx, "vmsnapshot-revert-memory-stopped", workflow.DefaultVersion, 1) == 1 {
+			return revertStoppedToMemory(ctx, in, snap, fin)
+		}
 		var st string
 		err := workflow.ExecuteActivity(withVMDriver(ctx, vmSnapshotTimeout), vmSnapAct.VMSnapshotRevertOnHost, snap).Get(ctx, &st)
 		if err != nil {
@@ -103,6 +109,38 @@ func RevertVMSnapshot(ctx workflow.Context, in RevertVMSnapshotInput) (JobOutcom
 		}
 		return vmOutcome(in.VMUUID), nil
 	})
+}
+
+// revertStoppedToMemory reverts a Stopped VM to a DiskAndMemory snapshot,
+// as CloudStack does, ending Running from the snapshot's memory: the VM is
+// started through the start path (placed on the host that holds its
+// snapshots, its capacity reserved, its NICs and volumes ready), then the
+// running VM is reverted. A failed start leaves it Stopped with the reason;
+// a failed revert leaves it Running as started; either way the snapshot is
+// Ready again.
+func revertStoppedToMemory(ctx workflow.Context, in RevertVMSnapshotInput, snap activities.VMSnapshotInput, fin activities.VMSnapshotRevertFinishInput) (JobOutcome, error) {
+	ictx := withInventory(ctx)
+	failed := func(err error) (JobOutcome, error) {
+		dctx, _ := workflow.NewDisconnectedContext(ictx)
+		fin.Failed, fin.Reason = true, reasonOf(err)
+		if ferr := workflow.ExecuteActivity(dctx, vmSnapAct.VMSnapshotRevertFinish, fin).Get(dctx, nil); ferr != nil {
+			workflow.GetLogger(ctx).Error("cannot end a failed revert", "vmsnapshot", in.SnapshotUUID, "err", ferr)
+		}
+		return JobOutcome{}, err
+	}
+	s := &startVM{vm: in.VMUUID, pins: activities.VMPins{ConsiderLastHost: true}, actor: in.Actor}
+	if err := s.run(ctx); err != nil {
+		return failed(err)
+	}
+	var st string
+	if err := workflow.ExecuteActivity(withVMDriver(ctx, vmSnapshotTimeout), vmSnapAct.VMSnapshotRevertOnHost, snap).Get(ctx, &st); err != nil {
+		code, reason := vmFailure(err)
+		return failed(vmError(code, "revert", reason))
+	}
+	if err := workflow.ExecuteActivity(ictx, vmSnapAct.VMSnapshotRevertFinish, fin).Get(ctx, nil); err != nil {
+		return JobOutcome{}, err
+	}
+	return vmOutcome(in.VMUUID), nil
 }
 
 // DeleteVMSnapshot is the deleteVMSnapshot job: the snapshot (Expunging)

@@ -211,7 +211,16 @@ func ensureMaintenanceSchedules(ctx context.Context, d *bun.DB, tc client.Client
 	if err != nil {
 		return err
 	}
-	return ntemporal.EnsureSchedules(ctx, tc, taskQueue, workflows.MaintenanceSchedules(expunge, reconcile))
+	// CloudStack's outofbandmanagement.sync.interval is in milliseconds.
+	oobmMS, err := models.ConfigInt(ctx, d, "outofbandmanagement.sync.interval")
+	if err != nil {
+		return err
+	}
+	if oobmMS <= 0 {
+		return fmt.Errorf("configuration outofbandmanagement.sync.interval: %d ms must be positive", oobmMS)
+	}
+	specs := append(workflows.MaintenanceSchedules(expunge, reconcile), workflows.OOBMSyncSchedule(time.Duration(oobmMS)*time.Millisecond))
+	return ntemporal.EnsureSchedules(ctx, tc, taskQueue, specs)
 }
 
 // serveHTTP listens and serves until ctx ends, then shuts down gracefully.

@@ -217,6 +217,16 @@ func (r *Redfish) Password() string {
 	return r.o.Password
 }
 
+// SetPassword changes the admin user's password behind the client's back
+// (at the BMC's own console) and ends every session, as BMCs do when an
+// account's password changes.
+func (r *Redfish) SetPassword(password string) {
+	r.mu.Lock()
+	r.o.Password = password
+	clear(r.sessions)
+	r.mu.Unlock()
+}
+
 // Logins counts the sessions ever opened.
 func (r *Redfish) Logins() int {
 	r.mu.Lock()
