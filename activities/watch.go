@@ -28,6 +28,7 @@ type MaintWatchResult struct {
 	Stop     bool // the host is gone or its driver cannot watch: no more watching
 	Events   int
 	Repaired int
+	Full     bool // the watch ran its full time (maintWatchFor): no failure to wait after
 }
 
 // maintWatchFor bounds one watch activity, so its workflow continues as
@@ -92,6 +93,7 @@ func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (M
 				if err := ctx.Err(); err != nil {
 					return res, err
 				}
+				res.Full = errors.Is(wctx.Err(), context.DeadlineExceeded)
 				return res, nil
 			}
 			res.Events++
