@@ -9,7 +9,6 @@ import (
 
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/vim25/methods"
-	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
@@ -99,23 +98,25 @@ func (s *watchSet) stop() {
 
 // WatchVMs streams the power-state changes of the VMs on an ESXi host:
 // a property collector of its own (so its filter is not shared) follows
-// the properties in watchProps of every VM of the host's cluster
-// (traversing ComputeResource.host, then HostSystem.vm) with
-// WaitForUpdatesEx. A VM that arrives on the host (vMotion, a new VM) is
-// reported with its state, one that disappears as undefined. The first
-// answer is the current state, which is not reported. The channel closes
-// when ctx ends, the driver is closed or vCenter cannot be reached; the
-// consumer reconciles with ListVMs then.
+// the properties in watchProps of the host's VMs (traversing
+// HostSystem.vm) with WaitForUpdatesEx. A VM that arrives on the host (a
+// new VM, or one moved here) is reported with its state, one that
+// disappears (or, on vCenter, leaves for another host) as undefined. The
+// first answer is the current state, which is not reported. The channel
+// closes when ctx ends, the driver is closed or vCenter cannot be
+// reached; the consumer reconciles with ListVMs then.
 //
-// The filter is rooted at the cluster, not at a container view: govmomi's
-// simulator (v0.52.0) deadlocks a container-view filter against VM
-// creation (a new VM's Registry.Put holds the VM and view locks and waits
-// for the filter's lock, in PropertyFilter.UpdateObject, while
-// WaitForUpdatesEx holds the filter's lock in PropertyFilter.update and
-// waits for the new VM's), and a filter rooted at a folder the same way
-// through the folder's recentTask update of every CreateVM_Task. Nothing
-// in Nimbus updates a cluster object, and traversal specs are what a real
-// vCenter serves best.
+// The filter is rooted at the host, not at a container view of the VM
+// folder: govmomi's simulator (v0.52.0) deadlocks a container-view filter
+// against VM creation (a new VM's Registry.Put holds the VM's and the
+// view's locks and waits for the filter's, in PropertyFilter.UpdateObject,
+// while WaitForUpdatesEx holds the filter's in PropertyFilter.update and
+// waits for the new VM's), and one rooted at a folder the same way
+// through the folder's recentTask update by every CreateVM_Task; Nimbus
+// runs no host task. The simulator also recollects every filter at every
+// change anywhere, so a filter of the host's VMs only (rather than the
+// datacenter's or the cluster's) keeps that cost down, as it keeps a real
+// vCenter's down.
 func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hypervisor.VMEvent, error) {
 	if !watchEnabled() {
 		return nil, hypervisor.Errorf(driverName, "WatchVMs", h.String(), hypervisor.ErrNotSupported,
@@ -126,13 +127,6 @@ func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hyperv
 		return nil, err
 	}
 	vc := t.c.client()
-	var hs mo.HostSystem
-	if err := property.DefaultCollector(vc).RetrieveOne(ctx, t.host, []string{"parent"}, &hs); err != nil {
-		return nil, classify("WatchVMs", t.loc.Host, err)
-	}
-	if hs.Parent == nil {
-		return nil, hypervisor.Errorf(driverName, "WatchVMs", t.loc.Host, hypervisor.ErrInvalid, "%s has no cluster", t.loc.Host)
-	}
 	pc, err := property.DefaultCollector(vc).Create(ctx)
 	if err != nil {
 		return nil, classify("WatchVMs", t.loc.Host, err)
@@ -146,9 +140,8 @@ func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hyperv
 		_ = pc.Destroy(cctx)
 	}
 	_, err = pc.CreateFilter(ctx, types.CreateFilter{Spec: types.PropertyFilterSpec{
-		ObjectSet: []types.ObjectSpec{{Obj: *hs.Parent, Skip: types.NewBool(true), SelectSet: []types.BaseSelectionSpec{
-			&types.TraversalSpec{Type: "ComputeResource", Path: "host", Skip: types.NewBool(true), SelectSet: []types.BaseSelectionSpec{
-				&types.TraversalSpec{Type: "HostSystem", Path: "vm", Skip: types.NewBool(false)}}}}}},
+		ObjectSet: []types.ObjectSpec{{Obj: t.host, Skip: types.NewBool(true), SelectSet: []types.BaseSelectionSpec{
+			&types.TraversalSpec{Type: "HostSystem", Path: "vm", Skip: types.NewBool(false)}}}},
 		PropSet: []types.PropertySpec{{Type: "VirtualMachine", PathSet: watchProps}},
 	}})
 	if err != nil {
@@ -241,8 +234,8 @@ func (t *hostTarget) watchUpdate(h hypervisor.Host, vms map[types.ManagedObjectR
 	}
 	e := hypervisor.VMEvent{HostID: h.ID, Name: w.name, UUID: w.uuid, State: stateOf(w.power), Time: time.Now()}
 	switch {
-	// An enter of a VM already known is no news: the simulator sends one
-	// for every VM of a container view whose view changed.
+	// An enter of a VM already known is no news (the simulator sends
+	// one again when a filter's traversal root changed).
 	case !known || before.host != t.host:
 		e.Reason = "defined"
 		if before.host.Value != "" && before.host != t.host {
