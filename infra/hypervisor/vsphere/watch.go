@@ -19,7 +19,8 @@ import (
 // read as false).
 const WatchEnv = "NIMBUS_VSPHERE_WATCH"
 
-func watchEnabled() bool {
+// WatchEnabled tells whether WatchVMs runs (WatchEnv is not false).
+func WatchEnabled() bool {
 	on, err := strconv.ParseBool(os.Getenv(WatchEnv))
 	return on || err != nil
 }
@@ -118,7 +119,7 @@ func (s *watchSet) stop() {
 // datacenter's or the cluster's) keeps that cost down, as it keeps a real
 // vCenter's down.
 func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hypervisor.VMEvent, error) {
-	if !watchEnabled() {
+	if !WatchEnabled() {
 		return nil, hypervisor.Errorf(driverName, "WatchVMs", h.String(), hypervisor.ErrNotSupported,
 			"VM watches are off (%s=false)", WatchEnv)
 	}
