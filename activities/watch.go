@@ -28,6 +28,7 @@ type MaintWatchResult struct {
 	Stop     bool // the host is gone or its driver cannot watch: no more watching
 	Events   int
 	Repaired int
+	Full     bool // the watch ran its full time (maintWatchFor): no failure to wait after
 }
 
 // maintWatchFor bounds one watch activity, so its workflow continues as
@@ -79,11 +80,20 @@ func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (M
 	defer tick.Stop()
 	for {
 		select {
+		case <-activity.GetWorkerStopChannel(ctx):
+			// The worker is stopping: end the watch in vCenter (its long
+			// poll cancelled, its collector destroyed) before the process
+			// goes, then return; the workflow starts the next watch on a
+			// worker that runs.
+			cancel()
+			watchDrain(events, watchEndWait)
+			return res, nil
 		case ev, ok := <-events:
 			if !ok {
 				if err := ctx.Err(); err != nil {
 					return res, err
 				}
+				res.Full = errors.Is(wctx.Err(), context.DeadlineExceeded)
 				return res, nil
 			}
 			res.Events++
@@ -101,6 +111,27 @@ func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (M
 			activity.RecordHeartbeat(ctx, res.Events)
 		case <-ctx.Done():
 			return res, ctx.Err()
+		}
+	}
+}
+
+// watchEndWait bounds how long a stopping watch activity waits for the
+// driver to end its watch.
+const watchEndWait = 10 * time.Second
+
+// watchDrain reads events until the channel closes (the watch ended) or wait
+// passes.
+func watchDrain(events <-chan hypervisor.VMEvent, wait time.Duration) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case _, ok := <-events:
+			if !ok {
+				return
+			}
+		case <-t.C:
+			return
 		}
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere/vcsim"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/tests/testenv"
@@ -115,7 +114,9 @@ func vsSetup(t *testing.T) *vsCloud {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
-	s := testenv.StartStack(t, testenv.StackOptions{Env: []string{vsphere.WatchEnv + "=true"}})
+	// VM watches on: the default (NIMBUS_VSPHERE_WATCH=false in the
+	// environment turns them off).
+	s := testenv.StartStack(t, testenv.StackOptions{})
 	cs := s.Client
 	cs.Timeout(3 * time.Minute)
 	must := func(what string, err error) {

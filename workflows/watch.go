@@ -32,7 +32,11 @@ func WatchHostVMs(ctx workflow.Context, in activities.MaintWatchInput) error {
 	if err == nil && out.Stop {
 		return nil
 	}
-	if err != nil || out.Events == 0 {
+	// A watch that ran its full time goes on at once, idle or not (it
+	// waited before, leaving the host unwatched for watchRetryAfter every
+	// time).
+	full := err == nil && out.Full && workflow.GetVersion(ctx, "watch-full-no-wait", workflow.DefaultVersion, 1) >= 1
+	if !full && (err != nil || out.Events == 0) {
 		// A failed or idle watch (host not Up, vCenter unreachable) waits
 		// before the next one.
 		if err != nil {

@@ -1,11 +1,13 @@
 package workflows
 
 import (
+	"errors"
 	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/nimbus-cloud/nimbus/activities"
@@ -48,5 +50,36 @@ func TestMaintReconcileStartsWatches(t *testing.T) {
 	}
 	if len(watched) != 1 || watched[0] != "h1" {
 		t.Fatalf("watches started for %v, want [h1]", watched)
+	}
+}
+
+// TestWatchHostVMsContinues: a watch that ran its full time continues as
+// new at once, idle or not; one that failed or found nothing to watch
+// waits watchRetryAfter first.
+func TestWatchHostVMsContinues(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		out  activities.MaintWatchResult
+		wait bool
+	}{
+		{"full and idle", activities.MaintWatchResult{Full: true}, false},
+		{"full with events", activities.MaintWatchResult{Full: true, Events: 3}, false},
+		{"host not up", activities.MaintWatchResult{}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var ts testsuite.WorkflowTestSuite
+			env := ts.NewTestWorkflowEnvironment()
+			env.RegisterActivity(&activities.Maintenance{})
+			env.OnActivity(maintAct.MaintWatchHost, mock.Anything, mock.Anything).Return(c.out, nil)
+			start := env.Now()
+			env.ExecuteWorkflow(WatchHostVMs, activities.MaintWatchInput{HostUUID: "h1"})
+			var can *workflow.ContinueAsNewError
+			if err := env.GetWorkflowError(); !errors.As(err, &can) {
+				t.Fatalf("workflow ended with %v, want continue-as-new", err)
+			}
+			if waited := env.Now().Sub(start) >= watchRetryAfter; waited != c.wait {
+				t.Fatalf("waited %s before continuing as new, want a wait: %v", env.Now().Sub(start), c.wait)
+			}
+		})
 	}
 }

@@ -79,8 +79,14 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 		return err
 	}
 	defer st.Close()
-	fmt.Printf("nimbus bench vsphere: vCenter simulator with %d hosts, %d VMs, %d concurrent calls, %d pollers, GOMAXPROCS %d, db %s\n",
-		*hosts, *vms, *conc, *pollers, runtime.GOMAXPROCS(0), config.RedactDSN(st.Cfg.DB))
+	// The VM watches cost the simulator much (it recollects every filter
+	// at every change), so the figures say whether they ran.
+	watches := "on"
+	if !vsphere.WatchEnabled() {
+		watches = "off (" + vsphere.WatchEnv + "=false)"
+	}
+	fmt.Printf("nimbus bench vsphere: vCenter simulator with %d hosts, %d VMs, %d concurrent calls, %d pollers, GOMAXPROCS %d, db %s, VM watches %s\n",
+		*hosts, *vms, *conc, *pollers, runtime.GOMAXPROCS(0), config.RedactDSN(st.Cfg.DB), watches)
 
 	callWait := func(kv ...string) (map[string]any, error) { return benchCallWait(st, 20*time.Millisecond, kv...) }
 	setup := time.Now()

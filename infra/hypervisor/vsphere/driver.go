@@ -50,7 +50,8 @@ func init() {
 // Driver is the vSphere hypervisor driver.
 type Driver struct {
 	hypervisor.Unsupported
-	s *sessions
+	s       *sessions
+	watches watchSet // the running WatchVMs, ended by Close
 }
 
 // New returns a driver. Options: "keepalive" (a Go duration) is how often
@@ -70,6 +71,9 @@ func (d *Driver) Type() string { return hypervisor.TypeVMware }
 // Close drops the driver's hold on the shared sessions; the last driver
 // closed logs them out.
 func (d *Driver) Close() error {
+	// The watches first, while their session is still logged in: each
+	// cancels its long poll in vCenter and destroys its collector.
+	d.watches.stop()
 	if d.s != nil {
 		d.s.release()
 		d.s = nil

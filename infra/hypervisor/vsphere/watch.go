@@ -4,31 +4,38 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/vmware/govmomi/property"
-	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
 )
 
-// WatchEnv turns WatchVMs on ("true"). It is off by default: govmomi's
-// simulator (v0.52.0) can panic serving a watch's container view while
-// VMs are being created concurrently ("does not have a Name"), and then
-// hangs, which `nimbus bench vsphere` hits at 8 deployments in flight.
-// A real vCenter has no such problem; turn it on there.
+// WatchEnv is the off switch of WatchVMs ("false" turns VM watches off;
+// they are on by default, and on anything strconv.ParseBool does not
+// read as false).
 const WatchEnv = "NIMBUS_VSPHERE_WATCH"
 
-func watchEnabled() bool {
-	on, _ := strconv.ParseBool(os.Getenv(WatchEnv))
-	return on
+// WatchEnabled tells whether WatchVMs runs (WatchEnv is not false).
+func WatchEnabled() bool {
+	on, err := strconv.ParseBool(os.Getenv(WatchEnv))
+	return on || err != nil
 }
 
-// watchWait bounds one WaitForUpdatesEx long poll, so a watch notices a
-// dead session (and the relogin round tripper renews it) within it.
-var watchWait int32 = 60
+// watchWait bounds one WaitForUpdatesEx long poll. A watch ended on
+// purpose cancels its poll in vCenter (CancelWaitForUpdates, then
+// DestroyPropertyCollector), so this only bounds what a client that died
+// leaves behind: vCenter (and govmomi's simulator, which serves an
+// abandoned poll to its end and whose Close waits for it) holds a poll
+// whose client is gone until its wait is over. It also bounds how long a
+// dead session goes unnoticed (the relogin round tripper renews it).
+var watchWait int32 = 15
+
+// watchCleanup bounds the calls that end a watch in vCenter.
+const watchCleanup = 5 * time.Second
 
 // watchProps are the VM properties a watch follows.
 var watchProps = []string{"name", "config.instanceUuid", "config.template", "runtime.powerState", "runtime.host"}
@@ -41,19 +48,80 @@ type watched struct {
 	host       types.ManagedObjectReference
 }
 
+// watchSet is a driver's running watches, so that Close ends each in
+// vCenter (while its session is still logged in) before it logs out.
+type watchSet struct {
+	mu      sync.Mutex
+	closed  bool
+	next    int
+	cancels map[int]context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// add registers a watch's cancel function; false once the driver closed.
+func (s *watchSet) add(cancel context.CancelFunc) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, false
+	}
+	if s.cancels == nil {
+		s.cancels = map[int]context.CancelFunc{}
+	}
+	s.next++
+	s.cancels[s.next] = cancel
+	s.wg.Add(1)
+	return s.next, true
+}
+
+func (s *watchSet) done(id int) {
+	s.mu.Lock()
+	delete(s.cancels, id)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// stop cancels every watch and waits (bounded) for them to end.
+func (s *watchSet) stop() {
+	s.mu.Lock()
+	s.closed = true
+	for _, cancel := range s.cancels {
+		cancel()
+	}
+	s.mu.Unlock()
+	ended := make(chan struct{})
+	go func() { s.wg.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(2 * watchCleanup):
+	}
+}
+
 // WatchVMs streams the power-state changes of the VMs on an ESXi host:
 // a property collector of its own (so its filter is not shared) follows
-// the runtime.powerState and runtime.host of every VM of the host's
-// datacenter (a container view of its VM folder) with
-// WaitForUpdatesEx. A VM that arrives on the host (vMotion, a new VM) is
-// reported with its state, one that disappears as undefined. The first
-// answer is the current state, which is not reported. The channel closes
-// when ctx ends or vCenter cannot be reached; the consumer reconciles
-// with ListVMs then.
+// the properties in watchProps of the host's VMs (traversing
+// HostSystem.vm) with WaitForUpdatesEx. A VM that arrives on the host (a
+// new VM, or one moved here) is reported with its state, one that
+// disappears (or, on vCenter, leaves for another host) as undefined. The
+// first answer is the current state, which is not reported. The channel
+// closes when ctx ends, the driver is closed or vCenter cannot be
+// reached; the consumer reconciles with ListVMs then.
+//
+// The filter is rooted at the host, not at a container view of the VM
+// folder: govmomi's simulator (v0.52.0) deadlocks a container-view filter
+// against VM creation (a new VM's Registry.Put holds the VM's and the
+// view's locks and waits for the filter's, in PropertyFilter.UpdateObject,
+// while WaitForUpdatesEx holds the filter's in PropertyFilter.update and
+// waits for the new VM's), and one rooted at a folder the same way
+// through the folder's recentTask update by every CreateVM_Task; Nimbus
+// runs no host task. The simulator also recollects every filter at every
+// change anywhere, so a filter of the host's VMs only (rather than the
+// datacenter's or the cluster's) keeps that cost down, as it keeps a real
+// vCenter's down.
 func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hypervisor.VMEvent, error) {
-	if !watchEnabled() {
+	if !WatchEnabled() {
 		return nil, hypervisor.Errorf(driverName, "WatchVMs", h.String(), hypervisor.ErrNotSupported,
-			"VM watches are off (set %s=true to turn them on)", WatchEnv)
+			"VM watches are off (%s=false)", WatchEnv)
 	}
 	t, err := d.host(ctx, h)
 	if err != nil {
@@ -64,47 +132,42 @@ func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hyperv
 	if err != nil {
 		return nil, classify("WatchVMs", t.loc.Host, err)
 	}
-	cleanup := func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	// end cancels a poll in flight and destroys the collector (and its
+	// filter) in vCenter, with a context of its own: the watch's has ended.
+	end := func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), watchCleanup)
 		defer cancel()
+		_, _ = methods.CancelWaitForUpdates(cctx, vc, &types.CancelWaitForUpdates{This: pc.Reference()})
 		_ = pc.Destroy(cctx)
 	}
-	// Rooted at the datacenter's VM folder rather than the cluster's
-	// resource pool: govmomi's simulator adds a new VM to a container view
-	// only when the view's root is a folder.
-	folder, err := t.c.find(ctx, "/"+escapeName(t.loc.Datacenter)+"/vm", "VM folder")
-	if err != nil {
-		cleanup()
-		return nil, err
-	}
-	v, err := view.NewManager(vc).CreateContainerView(ctx, folder, []string{"VirtualMachine"}, true)
-	if err != nil {
-		cleanup()
-		return nil, classify("WatchVMs", t.loc.Host, err)
-	}
-	destroy := func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = v.Destroy(cctx)
-		cleanup()
-	}
 	_, err = pc.CreateFilter(ctx, types.CreateFilter{Spec: types.PropertyFilterSpec{
-		ObjectSet: []types.ObjectSpec{{Obj: v.Reference(), Skip: types.NewBool(true), SelectSet: []types.BaseSelectionSpec{
-			&types.TraversalSpec{Type: "ContainerView", Path: "view", Skip: types.NewBool(false)}}}},
+		ObjectSet: []types.ObjectSpec{{Obj: t.host, Skip: types.NewBool(true), SelectSet: []types.BaseSelectionSpec{
+			&types.TraversalSpec{Type: "HostSystem", Path: "vm", Skip: types.NewBool(false)}}}},
 		PropSet: []types.PropertySpec{{Type: "VirtualMachine", PathSet: watchProps}},
 	}})
 	if err != nil {
-		destroy()
+		end()
 		return nil, classify("WatchVMs", t.loc.Host, err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	id, ok := d.watches.add(cancel)
+	if !ok {
+		cancel()
+		end()
+		return nil, hypervisor.Errorf(driverName, "WatchVMs", h.String(), hypervisor.ErrUnreachable, "the driver is closed")
 	}
 	out := make(chan hypervisor.VMEvent, 64)
 	go func() {
+		defer d.watches.done(id)
 		defer close(out)
-		defer destroy()
+		defer end()
+		defer cancel()
 		vms := map[types.ManagedObjectReference]*watched{}
 		version := ""
-		for first := true; ; first = false {
-			res, err := methods.WaitForUpdatesEx(ctx, vc, &types.WaitForUpdatesEx{This: pc.Reference(), Version: version,
+		// The first answer, and the pages that follow it while vCenter
+		// truncates (over 100 objects), are the state as it is.
+		for initial := true; ; {
+			res, err := methods.WaitForUpdatesEx(wctx, vc, &types.WaitForUpdatesEx{This: pc.Reference(), Version: version,
 				Options: &types.WaitOptions{MaxWaitSeconds: &watchWait}})
 			if err != nil {
 				return
@@ -120,13 +183,14 @@ func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hyperv
 					events = append(events, t.watchUpdate(h, vms, u)...)
 				}
 			}
-			if first {
+			if initial {
+				initial = set.Truncated != nil && *set.Truncated
 				continue // the state as it is, not a change
 			}
 			for _, e := range events {
 				select {
 				case out <- e:
-				case <-ctx.Done():
+				case <-wctx.Done():
 					return
 				}
 			}
@@ -171,8 +235,8 @@ func (t *hostTarget) watchUpdate(h hypervisor.Host, vms map[types.ManagedObjectR
 	}
 	e := hypervisor.VMEvent{HostID: h.ID, Name: w.name, UUID: w.uuid, State: stateOf(w.power), Time: time.Now()}
 	switch {
-	// An enter of a VM already known is no news: the simulator sends one
-	// for every VM of a container view whose view changed.
+	// An enter of a VM already known is no news (the simulator sends
+	// one again when a filter's traversal root changed).
 	case !known || before.host != t.host:
 		e.Reason = "defined"
 		if before.host.Value != "" && before.host != t.host {

@@ -2,6 +2,7 @@ package vsphere_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -119,5 +120,94 @@ func TestWatchVMs(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the watch did not end with its context")
+	}
+}
+
+// TestWatchVMsUnderChurn defines, starts and destroys VMs from several
+// goroutines while a watch of each host runs (what `nimbus bench
+// vsphere` does): the simulator must neither deadlock nor panic (it did
+// with a container-view filter), and each watch still reports a VM made
+// on its host afterwards. (A VM made and destroyed between two polls may
+// go unreported by the simulator, which collects a filter's objects when
+// it answers, not when they change: nothing is asserted of those.)
+func TestWatchVMsUnderChurn(t *testing.T) {
+	t.Setenv(vsphere.WatchEnv, "true")
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var chans []<-chan hypervisor.VMEvent
+	for _, h := range e.hosts {
+		ch, err := e.drv.WatchVMs(ctx, h)
+		if err != nil {
+			t.Fatalf("WatchVMs %s: %v", h.ID, err)
+		}
+		// Read all along, as the watch activity does, so each watch polls
+		// while the VMs churn.
+		buf := make(chan hypervisor.VMEvent, 1024)
+		go func() {
+			defer close(buf)
+			for ev := range ch {
+				buf <- ev
+			}
+		}()
+		chans = append(chans, buf)
+	}
+	mk := func(h hypervisor.Host, name, uuid string, start bool) (hypervisor.VMSpec, error) {
+		root, err := e.pools.CreateVolume(ctx, e.ds0, storage.VolumeSpec{ID: name, Path: name, SizeBytes: 16 << 20})
+		if err != nil {
+			return hypervisor.VMSpec{}, err
+		}
+		s := spec(name, uuid, hypervisor.Disk{Path: root.Path})
+		if _, err = e.drv.DefineVM(ctx, h, s); err == nil && start {
+			err = e.drv.StartVM(ctx, h, s.Ref())
+		}
+		return s, err
+	}
+	const workers, per = 8, 6
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for i := 0; i < per; i++ {
+				h := e.hosts[(w+i)%len(e.hosts)]
+				s, err := mk(h, fmt.Sprintf("i-2-%d-VM", 500+w*per+i), fmt.Sprintf("5b9d0a53-6f1e-4c3e-9f4e-0a00000%05d", w*per+i), true)
+				if err == nil {
+					err = e.drv.DestroyVM(ctx, h, s.Ref())
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s on %s: %w", s.Name, h.ID, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	deadline := time.After(90 * time.Second)
+	for w := 0; w < workers; w++ {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-deadline:
+			t.Fatal("VM churn under watches did not finish within 90 s (the simulator hung)")
+		}
+	}
+	for i, h := range e.hosts {
+		s, err := mk(h, fmt.Sprintf("i-2-%d-VM", 600+i), fmt.Sprintf("5b9d0a53-6f1e-4c3e-9f4e-0b00000%05d", i), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		timeout := time.After(10 * time.Second)
+		for found := false; !found; {
+			select {
+			case ev, ok := <-chans[i]:
+				if !ok {
+					t.Fatalf("the watch of %s ended", h.ID)
+				}
+				found = ev.UUID == s.UUID && ev.Reason == "defined" && ev.HostID == h.ID
+			case <-timeout:
+				t.Fatalf("the watch of %s did not report %s within 10 s after the churn", h.ID, s.Name)
+			}
+		}
 	}
 }
