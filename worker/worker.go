@@ -80,6 +80,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.MaintCapacityAlerts)
 
 	r.RegisterWorkflow(workflows.RegisterTemplate)
+	r.RegisterWorkflow(workflows.RegisterVCenterTemplate)
 	r.RegisterWorkflow(workflows.CopyTemplate)
 	r.RegisterWorkflow(workflows.DeleteTemplate)
 	r.RegisterWorkflow(workflows.ExtractTemplate)
