@@ -109,19 +109,26 @@ func (c *conn) findSource(ctx context.Context, src TemplateSource) (*mo.VirtualM
 		return nil, classify(op, src.Path, err)
 	}
 	defer func() { _ = v.Destroy(context.WithoutCancel(ctx)) }()
-	var vms []mo.VirtualMachine
-	name := strings.ReplaceAll(strings.ReplaceAll(src.Path, "%2f", "/"), "%25", "%")
-	if err := v.RetrieveWithFilter(ctx, []string{"VirtualMachine"}, props, &vms, property.Match{"name": name}); err != nil {
-		if strings.Contains(err.Error(), "not found") {
-			return nil, notFound
-		}
+	// Names first (cheap on a large inventory), then the one that matches.
+	var all []mo.VirtualMachine
+	if err := v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name"}, &all); err != nil {
 		return nil, classify(op, src.Path, err)
 	}
-	switch len(vms) {
-	case 0:
+	name := strings.ReplaceAll(strings.ReplaceAll(src.Path, "%2f", "/"), "%25", "%")
+	var vms []mo.VirtualMachine
+	for _, x := range all {
+		if x.Name == name {
+			vms = append(vms, x)
+		}
+	}
+	if len(vms) == 1 {
+		if err := pc.RetrieveOne(ctx, vms[0].Self, props, &vm); err != nil {
+			return nil, classify(op, src.Path, err)
+		}
+		return &vm, nil
+	}
+	if len(vms) == 0 {
 		return nil, notFound
-	case 1:
-		return &vms[0], nil
 	}
 	return nil, hypervisor.Errorf(driverName, op, src.Path, hypervisor.ErrInvalid, "%d VMs are named %s in datacenter %s: give the template's folder path", len(vms), name, src.Datacenter)
 }
