@@ -593,6 +593,9 @@ func registerImage(c *Call, iso bool) (any, error) {
 			return nil, cserr.Param("Format %s is not supported for hypervisor %s: want one of %s", clip(c.Str("format"), 32), h, strings.Join(hypervisorFormats[h], ", "))
 		}
 		t.Format = f
+		if err := refuseOVF(t.URL, f); err != nil {
+			return nil, err
+		}
 		if vcsrc != nil && h != models.HypervisorVMware {
 			return nil, cserr.Param("url %s: a vCenter template is for hypervisor VMware, not %s", clip(t.URL, 200), h)
 		}

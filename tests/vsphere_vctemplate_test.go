@@ -45,6 +45,8 @@ func TestVSphereTemplateFromVCenter(t *testing.T) {
 	hostWantErr(t, "credentials in the url", err, 431, "must not carry credentials")
 	_, err = reg("bad6", "vsphere://"+sim.Host+"/DC0/Templates", "VMware", "OVA")
 	hostWantErr(t, "a folder", err, 431, "not a template or VM")
+	_, err = reg("bad8", "http://images.example.com/golden/golden.ovf", "VMware", "OVA")
+	hostWantErr(t, "a bare OVF", err, 431, "OVF descriptor with its disks beside it is not supported yet")
 	ip := cs.ISO.NewRegisterIsoParams("bad7", "bad7", src, c.zone)
 	_, err = cs.ISO.RegisterIso(ip)
 	hostWantErr(t, "registerIso from vCenter", err, 431, "an ISO is registered from an HTTP(S) URL")
