@@ -971,25 +971,27 @@ func (p *Pool) CopyTemplateToPool(ctx context.Context, tpl storage.Template, pl 
 	}
 	si := object.NewSearchIndex(t.c.client())
 	vmPath := "/" + escapeName(t.dcName) + "/vm/" + escapeName(name)
-	if ref.Value != "" {
-		// cloned: snapshot and mark it below
-	} else if ref, err := si.FindByInventoryPath(ctx, vmPath); err != nil {
-		return storage.Volume{}, classify("CopyTemplateToPool", name, err)
-	} else if ref != nil {
-		var vm mo.VirtualMachine
-		if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, ref.Reference(), []string{"name", "config.template", "config.hardware.device"}, &vm); err != nil {
+	if ref.Value == "" {
+		found, err := si.FindByInventoryPath(ctx, vmPath)
+		if err != nil {
 			return storage.Volume{}, classify("CopyTemplateToPool", name, err)
 		}
-		if vm.Config != nil && vm.Config.Template {
-			return t.templateVolume(&vm)
-		}
-		// An import that did not finish: start over.
-		if err := t.destroyVM(ctx, ref.Reference()); err != nil {
-			return storage.Volume{}, classify("CopyTemplateToPool", name, err)
+		if found != nil {
+			var vm mo.VirtualMachine
+			if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, found.Reference(), []string{"name", "config.template", "config.hardware.device"}, &vm); err != nil {
+				return storage.Volume{}, classify("CopyTemplateToPool", name, err)
+			}
+			if vm.Config != nil && vm.Config.Template {
+				return t.templateVolume(&vm)
+			}
+			// An import that did not finish: start over.
+			if err := t.destroyVM(ctx, found.Reference()); err != nil {
+				return storage.Volume{}, classify("CopyTemplateToPool", name, err)
+			}
 		}
 	}
 	switch {
-	case ref.Value != "":
+	case ref.Value != "": // the earlier attempt's clone: snapshot and mark it
 	case IsTemplateSource(tpl.URL):
 		if ref, err = p.cloneSource(ctx, t, tpl.URL, name); err != nil {
 			return storage.Volume{}, err
