@@ -14,6 +14,7 @@ import (
 
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/planner"
@@ -1024,7 +1025,11 @@ func (a *VMs) copyImageToPool(ctx context.Context, vm *models.VMInstance, poolID
 		}
 	}
 	vol, err := callHeartbeating(ctx, func(ctx context.Context) (storage.Volume, error) {
-		return drv.CopyTemplateToPool(ctx, storage.Template{ID: t.UUID, Source: src, Format: strings.ToLower(t.Format), SizeBytes: t.Size}, pd, heartbeatProgress(ctx))
+		st := storage.Template{ID: t.UUID, Source: src, Format: strings.ToLower(t.Format), SizeBytes: t.Size}
+		if vsphere.IsTemplateSource(t.URL) {
+			st.URL = t.URL // nothing on secondary storage: the pool's vCenter clones it
+		}
+		return drv.CopyTemplateToPool(ctx, st, pd, heartbeatProgress(ctx))
 	})
 	if err != nil {
 		_, _ = a.DB.NewUpdate().Model((*models.TemplatePoolRef)(nil)).Set("download_state = ?", models.DownloadError).

@@ -15,6 +15,7 @@ import (
 	"github.com/nimbus-cloud/nimbus/activities"
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/hypervisor/vsphere"
 	"github.com/nimbus-cloud/nimbus/infra/storage"
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/workflows"
@@ -543,8 +544,16 @@ func registerImage(c *Call, iso bool) (any, error) {
 	if name == "" {
 		return nil, cserr.Param("parameter name: must not be blank")
 	}
-	if err := checkImageURL(c.Str("url")); err != nil {
+	// vsphere://<vcenter>/<datacenter>/<path>: a template or VM already in
+	// a vCenter of the zone, cloned into each datastore (cmd_vctemplates.go).
+	vcsrc, err := vcenterSource(c, iso)
+	if err != nil {
 		return nil, err
+	}
+	if vcsrc == nil {
+		if err := checkImageURL(c.Str("url")); err != nil {
+			return nil, err
+		}
 	}
 	checksum := strings.TrimSpace(c.Str("checksum"))
 	if checksum != "" {
@@ -584,6 +593,12 @@ func registerImage(c *Call, iso bool) (any, error) {
 			return nil, cserr.Param("Format %s is not supported for hypervisor %s: want one of %s", clip(c.Str("format"), 32), h, strings.Join(hypervisorFormats[h], ", "))
 		}
 		t.Format = f
+		if err := refuseOVF(t.URL, f); err != nil {
+			return nil, err
+		}
+		if vcsrc != nil && h != models.HypervisorVMware {
+			return nil, cserr.Param("url %s: a vCenter template is for hypervisor VMware, not %s", clip(t.URL, 200), h)
+		}
 		if c.Has("bits") {
 			if b := c.Int("bits", 64); b != 32 && b != 64 {
 				return nil, cserr.Param("bits %d: want 32 or 64", b)
@@ -643,6 +658,25 @@ func registerImage(c *Call, iso bool) (any, error) {
 	if len(places) == 0 {
 		return nil, cserr.Param("no zone has an image store (secondary storage) to hold the %s: add one with addImageStore", what)
 	}
+	if vcsrc != nil {
+		kept := places[:0]
+		for _, p := range places {
+			cl, err := activities.VCenterClusterOf(c.Ctx, c.S.DB, p.zone.ID, *vcsrc)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case cl != nil:
+				kept = append(kept, p)
+			case !cross:
+				return nil, cserr.Param("vCenter %s (datacenter %s) is not a vCenter of zone %s: add its vSphere cluster first", vcsrc.Host, vcsrc.Datacenter, p.zone.Name)
+			}
+		}
+		if len(kept) == 0 {
+			return nil, cserr.Param("vCenter %s (datacenter %s) is a vCenter of no zone: add its vSphere cluster first", vcsrc.Host, vcsrc.Datacenter)
+		}
+		places = kept
+	}
 	t.UniqueName = uniqueImageName(t)
 	now := models.Now()
 	err = c.S.DB.RunInTx(c.Ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -674,17 +708,30 @@ func registerImage(c *Call, iso bool) (any, error) {
 		return nil, err
 	}
 	in := workflows.TemplateJobInput{TemplateID: t.ID, TemplateUUID: t.UUID, ISO: iso}
-	job, _, err := c.startJob(JobSpec{Workflow: workflows.RegisterTemplate, Input: in, InstanceType: typ, InstanceUUID: t.UUID,
-		ResponseID: t.UUID, Summary: "download " + what + " " + t.Name + " from " + clip(t.URL, 200)})
-	if err != nil {
-		// Nothing will download it: take the rows back.
+	takeBack := func() {
 		if _, derr := c.S.DB.NewDelete().Model((*models.TemplateStoreRef)(nil)).Where("template_id = ?", t.ID).Exec(c.Ctx); derr == nil {
 			_, _ = c.S.DB.NewDelete().Model((*models.TemplateZoneRef)(nil)).Where("template_id = ?", t.ID).ForceDelete().Exec(c.Ctx)
 			_, _ = c.S.DB.NewDelete().Model(t).WherePK().ForceDelete().Exec(c.Ctx)
 		}
-		return nil, err
 	}
-	_, _ = c.S.DB.NewUpdate().Model((*models.TemplateStoreRef)(nil)).Set("job_id = ?", job.UUID).Where("template_id = ?", t.ID).Exec(c.Ctx)
+	job := &models.AsyncJob{}
+	if vcsrc != nil {
+		// Checked in the vCenter before answering: a source that is not
+		// there leaves nothing registered.
+		if _, err := c.RunJobSync(JobSpec{Workflow: workflows.RegisterVCenterTemplate, Input: in, InstanceType: typ, InstanceUUID: t.UUID,
+			ResponseID: t.UUID, Summary: "register " + what + " " + t.Name + " from " + clip(t.URL, 200)}, 2*time.Minute); err != nil {
+			takeBack()
+			return nil, err
+		}
+	} else {
+		job, _, err = c.startJob(JobSpec{Workflow: workflows.RegisterTemplate, Input: in, InstanceType: typ, InstanceUUID: t.UUID,
+			ResponseID: t.UUID, Summary: "download " + what + " " + t.Name + " from " + clip(t.URL, 200)})
+		if err != nil {
+			takeBack() // nothing will download it
+			return nil, err
+		}
+		_, _ = c.S.DB.NewUpdate().Model((*models.TemplateStoreRef)(nil)).Set("job_id = ?", job.UUID).Where("template_id = ?", t.ID).Exec(c.Ctx)
+	}
 	evt := "TEMPLATE.CREATE"
 	if iso {
 		evt = "ISO.CREATE"
@@ -1092,6 +1139,9 @@ func copyImage(c *Call, iso bool) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if vsphere.IsTemplateSource(t.URL) {
+		return nil, cserr.Param("%s %s is a vCenter template (%s), not on secondary storage: register it in the other zone from its own vCenter", what, t.Name, clip(t.URL, 200))
+	}
 	dest := c.List("destzoneids")
 	if d := c.Str("destzoneid"); d != "" {
 		dest = append([]string{d}, dest...)
@@ -1158,6 +1208,9 @@ func extractImage(c *Call, iso bool) (any, error) {
 	}
 	if !t.Extractable && !c.Caller.IsRootAdmin() {
 		return nil, cserr.Param("Unable to extract %s id=%s as it's not extractable", what, t.UUID)
+	}
+	if vsphere.IsTemplateSource(t.URL) {
+		return nil, cserr.Param("%s %s is a vCenter template (%s), not on secondary storage: export it from vCenter", what, t.Name, clip(t.URL, 200))
 	}
 	in := workflows.TemplateJobInput{TemplateID: t.ID, TemplateUUID: t.UUID, ISO: iso, BaseURL: c.S.Cfg.PublicURL}
 	if c.Has("zoneid") {

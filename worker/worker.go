@@ -81,6 +81,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.OOBMPowerSync)
 
 	r.RegisterWorkflow(workflows.RegisterTemplate)
+	r.RegisterWorkflow(workflows.RegisterVCenterTemplate)
 	r.RegisterWorkflow(workflows.CopyTemplate)
 	r.RegisterWorkflow(workflows.DeleteTemplate)
 	r.RegisterWorkflow(workflows.ExtractTemplate)

@@ -177,6 +177,9 @@ type Template struct {
 	Source    Location
 	Format    string // qcow2, raw, vmdk, vhd, iso
 	SizeBytes int64  // virtual size when known
+	// URL is where the template comes from when that is not secondary
+	// storage: a vsphere:// template or VM the pool's vCenter clones.
+	URL string
 }
 
 // SnapshotSpec describes a snapshot to take.

@@ -945,7 +945,8 @@ func templateName(templateID string, ds types.ManagedObjectReference) string {
 
 // CopyTemplateToPool imports a template's OVA from secondary storage into
 // the datastore once, as a template VM (OVF import through an NFC lease,
-// then MarkAsTemplate); later calls find it. The answer's path is the
+// then MarkAsTemplate), or clones it there from its vsphere:// source (a
+// template or VM of the same vCenter); later calls find it. The answer's path is the
 // template's disk, which CreateVolumeFromTemplate copies.
 func (p *Pool) CopyTemplateToPool(ctx context.Context, tpl storage.Template, pl storage.Pool, pr storage.ProgressFunc) (storage.Volume, error) {
 	t, err := p.target(ctx, pl)
@@ -966,34 +967,57 @@ func (p *Pool) CopyTemplateToPool(ctx context.Context, tpl storage.Template, pl 
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
 
+	// A clone from a vCenter source that an earlier attempt started: wait
+	// for it rather than take its VM for a broken import.
+	var ref types.ManagedObjectReference
+	if IsTemplateSource(tpl.URL) {
+		info, err := t.c.reattach(ctx, "clone:"+name)
+		if err != nil {
+			return storage.Volume{}, classify("CopyTemplateToPool", name, err)
+		}
+		if info != nil {
+			ref, _ = info.Result.(types.ManagedObjectReference)
+		}
+	}
 	si := object.NewSearchIndex(t.c.client())
 	vmPath := "/" + escapeName(t.dcName) + "/vm/" + escapeName(name)
-	if ref, err := si.FindByInventoryPath(ctx, vmPath); err != nil {
-		return storage.Volume{}, classify("CopyTemplateToPool", name, err)
-	} else if ref != nil {
-		var vm mo.VirtualMachine
-		if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, ref.Reference(), []string{"name", "config.template", "config.hardware.device"}, &vm); err != nil {
+	if ref.Value == "" {
+		found, err := si.FindByInventoryPath(ctx, vmPath)
+		if err != nil {
 			return storage.Volume{}, classify("CopyTemplateToPool", name, err)
 		}
-		if vm.Config != nil && vm.Config.Template {
-			return t.templateVolume(&vm)
+		if found != nil {
+			var vm mo.VirtualMachine
+			if err := property.DefaultCollector(t.c.client()).RetrieveOne(ctx, found.Reference(), []string{"name", "config.template", "config.hardware.device"}, &vm); err != nil {
+				return storage.Volume{}, classify("CopyTemplateToPool", name, err)
+			}
+			if vm.Config != nil && vm.Config.Template {
+				return t.templateVolume(&vm)
+			}
+			// An import that did not finish: start over.
+			if err := t.destroyVM(ctx, found.Reference()); err != nil {
+				return storage.Volume{}, classify("CopyTemplateToPool", name, err)
+			}
 		}
-		// An import that did not finish: start over.
-		if err := t.destroyVM(ctx, ref.Reference()); err != nil {
-			return storage.Volume{}, classify("CopyTemplateToPool", name, err)
+	}
+	switch {
+	case ref.Value != "": // the earlier attempt's clone: snapshot and mark it
+	case IsTemplateSource(tpl.URL):
+		if ref, err = p.cloneSource(ctx, t, tpl.URL, name); err != nil {
+			return storage.Volume{}, err
 		}
-	}
-	dir, _, err := storage.LocalDir(tpl.Source.Store.URL, p.mountRoot)
-	if err != nil {
-		return storage.Volume{}, err
-	}
-	file := path.Join(dir, path.Clean("/"+tpl.Source.Path))
-	if _, err := os.Stat(file); err != nil {
-		return storage.Volume{}, hypervisor.Errorf(driverName, "CopyTemplateToPool", tpl.ID, hypervisor.ErrNotFound, "template file: %v", err)
-	}
-	ref, err := t.importOVA(ctx, file, name, pr)
-	if err != nil {
-		return storage.Volume{}, err
+	default:
+		dir, _, err := storage.LocalDir(tpl.Source.Store.URL, p.mountRoot)
+		if err != nil {
+			return storage.Volume{}, err
+		}
+		file := path.Join(dir, path.Clean("/"+tpl.Source.Path))
+		if _, err := os.Stat(file); err != nil {
+			return storage.Volume{}, hypervisor.Errorf(driverName, "CopyTemplateToPool", tpl.ID, hypervisor.ErrNotFound, "template file: %v", err)
+		}
+		if ref, err = t.importOVA(ctx, file, name, pr); err != nil {
+			return storage.Volume{}, err
+		}
 	}
 	// A snapshot freezes the base disk, so volumes can be linked clones
 	// of it (CreateVolumeFromTemplate).
