@@ -464,8 +464,12 @@ func (t *dsTarget) extend(ctx context.Context, op, file string, size int64) (int
 		return cur, nil
 	}
 	key := fmt.Sprintf("extend:%s:%d", file, size)
-	if _, err := t.c.reattach(ctx, key); err != nil {
+	// The size read above may predate an earlier attempt's extension still
+	// running: when that one ends well, the disk is grown.
+	if info, err := t.c.reattach(ctx, key); err != nil {
 		return 0, classify(op, file, err)
+	} else if info != nil {
+		return size, nil
 	}
 	err = t.fileTask(ctx, key, func(ctx context.Context, v *vimClient) (types.ManagedObjectReference, error) {
 		res, err := methods.ExtendVirtualDisk_Task(ctx, t.c.client(), &types.ExtendVirtualDisk_Task{This: v.vdm(), Name: file, Datacenter: &v.dc,
