@@ -11,6 +11,7 @@ import (
 
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
+	"github.com/nimbus-cloud/nimbus/infra/secrets"
 	"github.com/nimbus-cloud/nimbus/models"
 )
 
@@ -43,31 +44,12 @@ func (a *Hosts) HostDiscover(ctx context.Context, in ClusterDiscoverInput) (Clus
 		}
 		return ClusterDiscovery{}, err
 	}
-	var details []models.ClusterDetail
-	if err := a.DB.NewSelect().Model(&details).Where("cluster_id = ?", cl.ID).Scan(ctx); err != nil {
+	login, err := clusterLoginOf(ctx, a.DB, a.Secrets, cl.ID)
+	if err != nil {
 		return ClusterDiscovery{}, err
 	}
-	target := hypervisor.Cluster{ID: cl.UUID, URL: cl.URL, Details: map[string]string{}}
-	sealed := ""
-	for _, d := range details {
-		switch d.Name {
-		case "username":
-			target.Username = d.Value
-		case "password":
-			sealed = d.Value
-			if a.Secrets == nil {
-				return ClusterDiscovery{}, errors.New("worker has no server key to decrypt cluster credentials")
-			}
-			pw, err := a.Secrets.Decrypt(d.Value)
-			if err != nil {
-				return ClusterDiscovery{}, temporal.NewNonRetryableApplicationError("cannot decrypt the cluster's password: "+err.Error(), "Invalid", nil)
-			}
-			target.Password = pw
-		default:
-			target.Details[d.Name] = d.Value
-		}
-	}
-	var err error
+	target := hypervisor.Cluster{ID: cl.UUID, URL: cl.URL, Username: login.Username, Password: login.Password, Details: login.Details}
+	sealed := login.Sealed
 	if target.ZoneID, err = uuidOf(ctx, a.DB, "zones", cl.ZoneID); err != nil {
 		return ClusterDiscovery{}, err
 	}
@@ -141,4 +123,40 @@ func (a *Hosts) ClusterRemoveEmpty(ctx context.Context, in ClusterDiscoverInput)
 		_, err := tx.NewDelete().Model(&cl).WherePK().Exec(ctx)
 		return err
 	})
+}
+
+// clusterLogin is what a cluster's details say about reaching its manager
+// (a vCenter): the user, the password decrypted and as stored, and the
+// other details.
+type clusterLogin struct {
+	Username, Password, Sealed string
+	Details                    map[string]string
+}
+
+// clusterLoginOf reads a cluster's details, decrypting its password.
+func clusterLoginOf(ctx context.Context, db bun.IDB, box *secrets.Box, clusterID int64) (clusterLogin, error) {
+	out := clusterLogin{Details: map[string]string{}}
+	var details []models.ClusterDetail
+	if err := db.NewSelect().Model(&details).Where("cluster_id = ?", clusterID).Scan(ctx); err != nil {
+		return out, err
+	}
+	for _, d := range details {
+		switch d.Name {
+		case "username":
+			out.Username = d.Value
+		case "password":
+			out.Sealed = d.Value
+			if box == nil {
+				return out, errors.New("worker has no server key to decrypt cluster credentials")
+			}
+			pw, err := box.Decrypt(d.Value)
+			if err != nil {
+				return out, temporal.NewNonRetryableApplicationError("cannot decrypt the cluster's password: "+err.Error(), "Invalid", nil)
+			}
+			out.Password = pw
+		default:
+			out.Details[d.Name] = d.Value
+		}
+	}
+	return out, nil
 }

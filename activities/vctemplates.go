@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/uptrace/bun"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/nimbus-cloud/nimbus/api/cserr"
 	"github.com/nimbus-cloud/nimbus/infra/hypervisor"
@@ -77,26 +76,11 @@ func (a *Templates) TemplateVCenterVerify(ctx context.Context, in TemplateVCente
 		if cl == nil {
 			return hostFail(cserr.ParamError, "vCenter %s (datacenter %s) is not a vCenter of the template's zone: add its cluster first", src.Host, src.Datacenter)
 		}
-		vc := storage.Pool{Name: cl.Name, Type: models.PoolVMFS, URL: cl.URL}
-		var details []models.ClusterDetail
-		if err := a.DB.NewSelect().Model(&details).Where("cluster_id = ? AND name IN (?)", cl.ID, bun.In([]string{"username", "password"})).Scan(ctx); err != nil {
+		login, err := clusterLoginOf(ctx, a.DB, a.Secrets, cl.ID)
+		if err != nil {
 			return err
 		}
-		for _, d := range details {
-			switch d.Name {
-			case "username":
-				vc.Username = d.Value
-			case "password":
-				if a.Secrets == nil {
-					return errors.New("worker has no server key to decrypt cluster credentials")
-				}
-				pw, err := a.Secrets.Decrypt(d.Value)
-				if err != nil {
-					return temporal.NewNonRetryableApplicationError("cannot decrypt the cluster's password: "+err.Error(), "Invalid", nil)
-				}
-				vc.Password = pw
-			}
-		}
+		vc := storage.Pool{Name: cl.Name, Type: models.PoolVMFS, URL: cl.URL, Username: login.Username, Password: login.Password}
 		size, err = callHeartbeating(ctx, func(ctx context.Context) (int64, error) {
 			return insp.InspectTemplateSource(ctx, vc, t.URL)
 		})
