@@ -89,6 +89,13 @@ type Driver interface {
 	Close() error
 }
 
+// ClusterWatcher is a Driver that watches the VMs of several hosts (a
+// cluster's) in one stream, which costs its manager (vCenter) one watch
+// instead of one per host. Each event's HostID names the host the VM is on.
+type ClusterWatcher interface {
+	WatchClusterVMs(ctx context.Context, hosts []Host) (<-chan VMEvent, error)
+}
+
 // Host names a hypervisor host and how to reach it. ID is the stable key
 // (the inventory UUID); the zone, pod and cluster keys scope it.
 type Host struct {

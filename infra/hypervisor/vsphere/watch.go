@@ -119,18 +119,61 @@ func (s *watchSet) stop() {
 // datacenter's or the cluster's) keeps that cost down, as it keeps a real
 // vCenter's down.
 func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hypervisor.VMEvent, error) {
+	return d.watchHosts(ctx, "WatchVMs", []hypervisor.Host{h})
+}
+
+// WatchClusterVMs is WatchVMs over several ESXi hosts of one vCenter (a
+// cluster's) in one property collector, so that a cluster costs vCenter
+// one long poll rather than one per host. Its filter has one ObjectSpec
+// per host, each rooted at the host as WatchVMs' is (see there why not a
+// container view or a folder), and each event names the host the VM runs
+// on (through the host references). A VM that moves between two watched
+// hosts is reported once, "migrated" on the host it arrived on. A host
+// that cannot be found in vCenter is left out; the watch fails only when
+// none can be.
+func (d *Driver) WatchClusterVMs(ctx context.Context, hosts []hypervisor.Host) (<-chan hypervisor.VMEvent, error) {
+	return d.watchHosts(ctx, "WatchClusterVMs", hosts)
+}
+
+func (d *Driver) watchHosts(ctx context.Context, op string, hosts []hypervisor.Host) (<-chan hypervisor.VMEvent, error) {
+	if len(hosts) == 0 {
+		return nil, hypervisor.Errorf(driverName, op, "", hypervisor.ErrInvalid, "no host to watch")
+	}
 	if !WatchEnabled() {
-		return nil, hypervisor.Errorf(driverName, "WatchVMs", h.String(), hypervisor.ErrNotSupported,
+		return nil, hypervisor.Errorf(driverName, op, hosts[0].String(), hypervisor.ErrNotSupported,
 			"VM watches are off (%s=false)", WatchEnv)
 	}
-	t, err := d.host(ctx, h)
-	if err != nil {
-		return nil, err
+	var c *conn
+	var firstErr error
+	byRef := map[types.ManagedObjectReference]hypervisor.Host{}
+	var specs []types.ObjectSpec
+	for _, h := range hosts {
+		t, err := d.host(ctx, h)
+		if err == nil && c != nil && t.c != c {
+			err = hypervisor.Errorf(driverName, op, h.String(), hypervisor.ErrInvalid, "%s is not in the vCenter of %s", h, hosts[0])
+		}
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		c = t.c
+		if _, dup := byRef[t.host]; dup {
+			continue
+		}
+		byRef[t.host] = h
+		specs = append(specs, types.ObjectSpec{Obj: t.host, Skip: types.NewBool(true), SelectSet: []types.BaseSelectionSpec{
+			&types.TraversalSpec{Type: "HostSystem", Path: "vm", Skip: types.NewBool(false)}}})
 	}
-	vc := t.c.client()
+	if c == nil {
+		return nil, firstErr
+	}
+	where := hosts[0].String()
+	vc := c.client()
 	pc, err := property.DefaultCollector(vc).Create(ctx)
 	if err != nil {
-		return nil, classify("WatchVMs", t.loc.Host, err)
+		return nil, classify(op, where, err)
 	}
 	// end cancels a poll in flight and destroys the collector (and its
 	// filter) in vCenter, with a context of its own: the watch's has ended.
@@ -141,20 +184,19 @@ func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hyperv
 		_ = pc.Destroy(cctx)
 	}
 	_, err = pc.CreateFilter(ctx, types.CreateFilter{Spec: types.PropertyFilterSpec{
-		ObjectSet: []types.ObjectSpec{{Obj: t.host, Skip: types.NewBool(true), SelectSet: []types.BaseSelectionSpec{
-			&types.TraversalSpec{Type: "HostSystem", Path: "vm", Skip: types.NewBool(false)}}}},
-		PropSet: []types.PropertySpec{{Type: "VirtualMachine", PathSet: watchProps}},
+		ObjectSet: specs,
+		PropSet:   []types.PropertySpec{{Type: "VirtualMachine", PathSet: watchProps}},
 	}})
 	if err != nil {
 		end()
-		return nil, classify("WatchVMs", t.loc.Host, err)
+		return nil, classify(op, where, err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	id, ok := d.watches.add(cancel)
 	if !ok {
 		cancel()
 		end()
-		return nil, hypervisor.Errorf(driverName, "WatchVMs", h.String(), hypervisor.ErrUnreachable, "the driver is closed")
+		return nil, hypervisor.Errorf(driverName, op, where, hypervisor.ErrUnreachable, "the driver is closed")
 	}
 	out := make(chan hypervisor.VMEvent, 64)
 	go func() {
@@ -180,7 +222,7 @@ func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hyperv
 			var events []hypervisor.VMEvent
 			for _, fs := range set.FilterSet {
 				for _, u := range fs.ObjectSet {
-					events = append(events, t.watchUpdate(h, vms, u)...)
+					events = append(events, watchUpdate(byRef, vms, u)...)
 				}
 			}
 			if initial {
@@ -200,12 +242,16 @@ func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hyperv
 }
 
 // watchUpdate applies one object update to what the watch knows and
-// answers the events it makes for the host.
-func (t *hostTarget) watchUpdate(h hypervisor.Host, vms map[types.ManagedObjectReference]*watched, u types.ObjectUpdate) []hypervisor.VMEvent {
+// answers the events it makes for the watched hosts (hosts, by reference).
+func watchUpdate(hosts map[types.ManagedObjectReference]hypervisor.Host, vms map[types.ManagedObjectReference]*watched, u types.ObjectUpdate) []hypervisor.VMEvent {
 	w := vms[u.Obj]
 	if u.Kind == types.ObjectUpdateKindLeave {
 		delete(vms, u.Obj)
-		if w == nil || w.template || w.host != t.host {
+		if w == nil || w.template {
+			return nil
+		}
+		h, ok := hosts[w.host]
+		if !ok {
 			return nil
 		}
 		return []hypervisor.VMEvent{{HostID: h.ID, Name: w.name, UUID: w.uuid, Reason: "undefined", Time: time.Now()}}
@@ -230,16 +276,17 @@ func (t *hostTarget) watchUpdate(h hypervisor.Host, vms map[types.ManagedObjectR
 			w.host, _ = c.Val.(types.ManagedObjectReference)
 		}
 	}
-	if w.template || w.host != t.host {
+	h, ok := hosts[w.host]
+	if w.template || !ok {
 		return nil
 	}
 	e := hypervisor.VMEvent{HostID: h.ID, Name: w.name, UUID: w.uuid, State: stateOf(w.power), Time: time.Now()}
 	switch {
 	// An enter of a VM already known is no news (the simulator sends
 	// one again when a filter's traversal root changed).
-	case !known || before.host != t.host:
+	case !known || before.host != w.host:
 		e.Reason = "defined"
-		if before.host.Value != "" && before.host != t.host {
+		if before.host.Value != "" && before.host != w.host {
 			e.Reason = "migrated"
 		}
 	case before.power != w.power:
@@ -259,3 +306,4 @@ func (t *hostTarget) watchUpdate(h hypervisor.Host, vms map[types.ManagedObjectR
 	}
 	return []hypervisor.VMEvent{e}
 }
+var _ hypervisor.ClusterWatcher = (*Driver)(nil)

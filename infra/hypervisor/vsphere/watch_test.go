@@ -211,3 +211,83 @@ func TestWatchVMsUnderChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchClusterVMs watches two hosts of the cluster in one collector:
+// a VM powered off behind the driver's back on either is reported within
+// seconds naming its own host, and nothing for a VM on the third host.
+func TestWatchClusterVMs(t *testing.T) {
+	t.Setenv(vsphere.WatchEnv, "true")
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h1, h2, h3 := e.hosts[0], e.hosts[1], e.hosts[2]
+	mk := func(h hypervisor.Host, name, uuid string) hypervisor.VMSpec {
+		root, err := e.pools.CreateVolume(ctx, e.ds0, storage.VolumeSpec{ID: name, Path: name, SizeBytes: 16 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := spec(name, uuid, hypervisor.Disk{Path: root.Path})
+		if _, err := e.drv.DefineVM(ctx, h, s); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.drv.StartVM(ctx, h, s.Ref()); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a := mk(h1, "i-2-50-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000500")
+	b := mk(h2, "i-2-51-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000510")
+	other := mk(h3, "i-2-52-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000520")
+
+	events, err := e.drv.WatchClusterVMs(ctx, []hypervisor.Host{h1, h2})
+	if err != nil {
+		t.Fatalf("WatchClusterVMs: %v", err)
+	}
+	c, err := e.sim.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Logout(context.Background())
+	off := func(name string) {
+		t.Helper()
+		ref, err := object.NewSearchIndex(c.Client).FindByInventoryPath(ctx, "/DC0/vm/"+name)
+		if err != nil || ref == nil {
+			t.Fatalf("find %s: %v", name, err)
+		}
+		task, err := object.NewVirtualMachine(c.Client, ref.Reference()).PowerOff(ctx)
+		if err == nil {
+			err = task.Wait(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(s hypervisor.VMSpec, h hypervisor.Host) {
+		t.Helper()
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatalf("the watch ended, want %s stopped", s.Name)
+			}
+			if ev.UUID != s.UUID || ev.State != hypervisor.StateStopped || ev.Reason != "stopped" || ev.HostID != h.ID {
+				t.Fatalf("event = %+v, want %s stopped on %s", ev, s.Name, h.ID)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no event within 5 s, want %s stopped on %s", s.Name, h.ID)
+		}
+	}
+	off(other.Name) // on h3: not watched
+	off(a.Name)
+	want(a, h1)
+	off(b.Name)
+	want(b, h2)
+	cancel()
+	select {
+	case _, ok := <-events:
+		for ok {
+			_, ok = <-events
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch did not end with its context")
+	}
+}
