@@ -306,4 +306,5 @@ func watchUpdate(hosts map[types.ManagedObjectReference]hypervisor.Host, vms map
 	}
 	return []hypervisor.VMEvent{e}
 }
+
 var _ hypervisor.ClusterWatcher = (*Driver)(nil)
