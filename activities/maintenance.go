@@ -133,6 +133,9 @@ type MaintHost struct {
 	// Hypervisor is its hypervisor type ("" in pages recorded before it
 	// was added).
 	Hypervisor string `json:",omitempty"`
+	// ClusterUUID is its cluster's ("" in pages recorded before it was
+	// added), whose VM watch the reconciler starts.
+	ClusterUUID string `json:",omitempty"`
 }
 
 // MaintHostsPage is one page of hosts.
@@ -148,7 +151,7 @@ func (a *Maintenance) MaintReconcileHosts(ctx context.Context, in MaintHostsInpu
 		in.Limit = 50
 	}
 	var hosts []models.Host
-	err := a.DB.NewSelect().Model(&hosts).Column("id", "uuid", "name", "state", "state_reason", "hypervisor_type").
+	err := a.DB.NewSelect().Model(&hosts).Column("id", "uuid", "name", "state", "state_reason", "hypervisor_type", "cluster_id").
 		Where("type = ? AND id > ?", models.HostTypeRouting, in.AfterID).
 		Where("(state = ? OR (state = ? AND state_reason LIKE ?))", models.HostUp, models.HostAlert, ReconcileReasonPrefix+"%").
 		Order("id").Limit(int64(in.Limit + 1)).Scan(ctx)
@@ -159,8 +162,16 @@ func (a *Maintenance) MaintReconcileHosts(ctx context.Context, in MaintHostsInpu
 	if len(hosts) > in.Limit {
 		hosts, out.More = hosts[:in.Limit], true
 	}
+	clusters := map[int64]string{}
 	for _, h := range hosts {
-		out.Hosts = append(out.Hosts, MaintHost{ID: h.ID, UUID: h.UUID, Name: h.Name, State: h.State, Hypervisor: h.HypervisorType,
+		cl, ok := clusters[h.ClusterID]
+		if !ok {
+			if cl, err = uuidOf(ctx, a.DB, "clusters", h.ClusterID); err != nil {
+				return MaintHostsPage{}, err
+			}
+			clusters[h.ClusterID] = cl
+		}
+		out.Hosts = append(out.Hosts, MaintHost{ID: h.ID, UUID: h.UUID, Name: h.Name, State: h.State, Hypervisor: h.HypervisorType, ClusterUUID: cl,
 			ByReconcile: h.State == models.HostAlert && strings.HasPrefix(h.StateReason, ReconcileReasonPrefix)})
 	}
 	return out, nil

@@ -13,7 +13,8 @@ import (
 )
 
 // WatchedHypervisors are the hypervisor types whose hosts' VM power
-// changes are watched (the WatchHostVMs workflow): vSphere, where VMs
+// changes are watched (the WatchClusterVMs workflow, one per cluster;
+// WatchHostVMs, one per host, before it): vSphere, where VMs
 // change behind Nimbus's back through vCenter. Other hosts rely on the
 // reconcile schedule.
 var WatchedHypervisors = map[string]bool{hypervisor.TypeVMware: true}
@@ -29,6 +30,14 @@ type MaintWatchResult struct {
 	Events   int
 	Repaired int
 	Full     bool // the watch ran its full time (maintWatchFor): no failure to wait after
+	// ClusterUUID, with Stop, is the host's cluster, whose VMs are watched
+	// per cluster now (WatchClusterVMs): the per-host watch hands over.
+	ClusterUUID string `json:",omitempty"`
+}
+
+// MaintWatchClusterInput names the cluster a watch follows.
+type MaintWatchClusterInput struct {
+	ClusterUUID string
 }
 
 // maintWatchFor bounds one watch activity, so its workflow continues as
@@ -55,6 +64,21 @@ func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (M
 		res.Stop = true
 		return res, nil
 	}
+	// A host in a cluster is watched with its cluster (MaintWatchCluster),
+	// whatever its state: a per-host watch still running from before ends
+	// here and names the cluster, so that its workflow starts the
+	// cluster's watch on its way out. Every per-host watch thus drains at
+	// its next activity, with no window in which its host is unwatched.
+	if h.ClusterID != 0 {
+		cl, err := uuidOf(ctx, a.DB, "clusters", h.ClusterID)
+		if err != nil {
+			return res, err
+		}
+		if cl != "" {
+			res.Stop, res.ClusterUUID = true, cl
+			return res, nil
+		}
+	}
 	if h.State != models.HostUp {
 		return res, nil // the workflow waits and looks again
 	}
@@ -76,6 +100,104 @@ func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (M
 	if err != nil {
 		return res, driverFailure(err)
 	}
+	return watchFollow(ctx, cancel, wctx, events, func(ev hypervisor.VMEvent) (bool, error) {
+		done, err := a.watchApply(ctx, &h, target, drv, ev)
+		if done {
+			activity.GetLogger(ctx).Info("VM power state repaired from a host event", "host", h.Name, "vm", ev.Name, "state", ev.State, "reason", ev.Reason)
+		}
+		return done, err
+	})
+}
+
+// MaintWatchCluster is MaintWatchHost for all the Up hosts of a vSphere
+// cluster at once, in one watch of the driver (WatchClusterVMs: one long
+// poll to vCenter per cluster rather than per host). Each event is applied
+// on the host it names. It runs up to maintWatchFor, so that its workflow
+// continues as new and picks up hosts added, removed or back Up since. It
+// stops when the cluster is gone or holds no watched host (not even one
+// Down: a host added later starts the watch again, and so does the
+// reconciler); hosts that are all down make it return at once, and the
+// workflow looks again after a while.
+func (a *Maintenance) MaintWatchCluster(ctx context.Context, in MaintWatchClusterInput) (MaintWatchResult, error) {
+	var res MaintWatchResult
+	var cl models.Cluster
+	if err := a.DB.NewSelect().Model(&cl).Where("uuid = ?", in.ClusterUUID).Limit(1).Scan(ctx); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			res.Stop = true
+			return res, nil
+		}
+		return res, err
+	}
+	var all []models.Host
+	if err := a.DB.NewSelect().Model(&all).Where("cluster_id = ? AND type = ?", cl.ID, models.HostTypeRouting).Order("id").Scan(ctx); err != nil {
+		return res, err
+	}
+	typ := ""
+	var up []models.Host
+	for _, h := range all {
+		if !WatchedHypervisors[h.HypervisorType] || h.State == models.HostRemoved {
+			continue
+		}
+		typ = h.HypervisorType
+		if h.State == models.HostUp {
+			up = append(up, h)
+		}
+	}
+	if typ == "" {
+		res.Stop = true
+		return res, nil
+	}
+	if len(up) == 0 {
+		return res, nil // the workflow waits and looks again
+	}
+	drv, err := a.Hypervisors(typ)
+	if err != nil {
+		return res, driverFailure(err)
+	}
+	cw, ok := drv.(hypervisor.ClusterWatcher)
+	if !ok {
+		res.Stop = true
+		return res, nil
+	}
+	hosts := map[string]*models.Host{}
+	targets := map[string]hypervisor.Host{}
+	var list []hypervisor.Host
+	for i := range up {
+		_, t, err := (&Hosts{Deps: a.Deps}).hostTarget(ctx, up[i].UUID)
+		if err != nil {
+			return res, err
+		}
+		hosts[t.ID], targets[t.ID] = &up[i], t
+		list = append(list, t)
+	}
+	wctx, cancel := context.WithTimeout(ctx, maintWatchFor)
+	defer cancel()
+	events, err := cw.WatchClusterVMs(wctx, list)
+	if errors.Is(err, hypervisor.ErrNotSupported) {
+		res.Stop = true
+		return res, nil
+	}
+	if err != nil {
+		return res, driverFailure(err)
+	}
+	return watchFollow(ctx, cancel, wctx, events, func(ev hypervisor.VMEvent) (bool, error) {
+		h := hosts[ev.HostID]
+		if h == nil {
+			return false, nil // not a host of this watch
+		}
+		done, err := a.watchApply(ctx, h, targets[ev.HostID], drv, ev)
+		if done {
+			activity.GetLogger(ctx).Info("VM power state repaired from a cluster event", "cluster", cl.Name, "host", h.Name, "vm", ev.Name, "state", ev.State, "reason", ev.Reason)
+		}
+		return done, err
+	})
+}
+
+// watchFollow applies a watch's events (apply says whether it repaired a
+// VM) until the watch ends (its full time, wctx, or the driver's), the
+// activity ends or its worker stops, heartbeating.
+func watchFollow(ctx context.Context, cancel context.CancelFunc, wctx context.Context, events <-chan hypervisor.VMEvent, apply func(hypervisor.VMEvent) (bool, error)) (MaintWatchResult, error) {
+	var res MaintWatchResult
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
@@ -97,10 +219,7 @@ func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (M
 				return res, nil
 			}
 			res.Events++
-			done, err := a.watchApply(ctx, &h, target, drv, ev)
-			if done {
-				activity.GetLogger(ctx).Info("VM power state repaired from a host event", "host", h.Name, "vm", ev.Name, "state", ev.State, "reason", ev.Reason)
-			}
+			done, err := apply(ev)
 			if err != nil {
 				return res, err
 			}

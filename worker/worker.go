@@ -77,6 +77,7 @@ func Register(r sdkworker.Registry, deps activities.Deps) {
 	r.RegisterWorkflow(workflows.MaintExpungeVM)
 	r.RegisterWorkflow(workflows.MaintReconcile)
 	r.RegisterWorkflow(workflows.WatchHostVMs)
+	r.RegisterWorkflow(workflows.WatchClusterVMs)
 	r.RegisterWorkflow(workflows.MaintCapacityAlerts)
 	r.RegisterWorkflow(workflows.OOBMPowerSync)
 

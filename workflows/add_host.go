@@ -92,8 +92,16 @@ func (w *addHost) run(ctx workflow.Context) (JobOutcome, error) {
 	if err := workflow.ExecuteLocalActivity(ictx, hostAct.HostConnected, up).Get(ctx, nil); err != nil {
 		return JobOutcome{}, err
 	}
-	if activities.WatchedHypervisors[w.in.Hypervisor] && workflow.GetVersion(ctx, "add-host-watch-vms", workflow.DefaultVersion, 1) >= 1 {
-		startWatch(ctx, ref.HostUUID)
+	if activities.WatchedHypervisors[w.in.Hypervisor] {
+		// Version 2 watches the host's cluster, one watch for all its
+		// hosts (the new host is picked up by a running one at its next
+		// continue-as-new; starting one that runs does nothing).
+		switch v := workflow.GetVersion(ctx, "add-host-watch-vms", workflow.DefaultVersion, 2); {
+		case v >= 2 && w.in.ClusterUUID != "":
+			startClusterWatch(ctx, w.in.ClusterUUID)
+		case v >= 1:
+			startWatch(ctx, ref.HostUUID)
+		}
 	}
 	return JobOutcome{ResultKey: "host", ResultType: "Host", ResultUUID: ref.HostUUID}, nil
 }

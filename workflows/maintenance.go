@@ -150,6 +150,7 @@ func MaintReconcile(ctx workflow.Context, in MaintReconcileInput) (MaintReconcil
 		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 3, NonRetryableErrorTypes: nonRetryable},
 	})
 	after := in.AfterID
+	clusterWatched := map[string]bool{} // the cluster watches started by this run
 	for page := 0; ; page++ {
 		if page == reconcilePages {
 			return res, workflow.NewContinueAsNewError(ctx, MaintReconcile, MaintReconcileInput{AfterID: after})
@@ -184,8 +185,18 @@ func MaintReconcile(ctx workflow.Context, in MaintReconcileInput) (MaintReconcil
 			// A watched host's VM watch (see WatchHostVMs) is started again
 			// when it is not running: hosts added before watches existed,
 			// or a watch someone terminated.
-			if activities.WatchedHypervisors[h.Hypervisor] && workflow.GetVersion(ctx, "reconcile-watch-vms", workflow.DefaultVersion, 1) >= 1 {
-				startWatch(ctx, h.UUID)
+			// Version 2 starts the watch of the host's cluster (WatchClusterVMs),
+			// once per cluster per run.
+			if activities.WatchedHypervisors[h.Hypervisor] {
+				switch v := workflow.GetVersion(ctx, "reconcile-watch-vms", workflow.DefaultVersion, 2); {
+				case v >= 2 && h.ClusterUUID != "":
+					if !clusterWatched[h.ClusterUUID] {
+						clusterWatched[h.ClusterUUID] = true
+						startClusterWatch(ctx, h.ClusterUUID)
+					}
+				case v >= 1:
+					startWatch(ctx, h.UUID)
+				}
 			}
 			acts := ReconcileActions(scan.VMs)
 			if len(acts) == 0 {
