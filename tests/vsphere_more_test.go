@@ -204,8 +204,8 @@ func TestVSphereLiveStorageVMotion(t *testing.T) {
 		t.Fatalf("the VM's configuration file %q is not on its datastore", home)
 	}
 
-	// Powered off in vCenter behind Nimbus's back: the host's VM watch
-	// (WatchVMs) has Nimbus show it Stopped within seconds, not at the next
+	// Powered off in vCenter behind Nimbus's back: the cluster's VM watch
+	// (WatchClusterVMs) has Nimbus show it Stopped within seconds, not at the next
 	// reconcile run (every 300 s).
 	ref, err := object.NewSearchIndex(gc.Client).FindByUuid(ctx, nil, dep.Id, true, types.NewBool(true))
 	if err != nil || ref == nil {

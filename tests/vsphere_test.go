@@ -200,6 +200,12 @@ func vsSetup(t *testing.T) *vsCloud {
 			t.Fatalf("discovered host %+v", h)
 		}
 	}
+	// One VM watch for the cluster's 3 hosts, not one per host.
+	var hostIDs []string
+	for _, h := range hosts.Hosts {
+		hostIDs = append(hostIDs, h.Id)
+	}
+	vsWatchesPerCluster(t, s, cl.Id, hostIDs)
 
 	// Datastores as primary storage: one for the cluster, one zone-wide.
 	sp := cs.Pool.NewCreateStoragePoolParams("ds0", sim.PoolURL("LocalDS_0"), z.Id)
