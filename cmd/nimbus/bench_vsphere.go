@@ -63,7 +63,7 @@ func runBenchVSphere(ctx context.Context, args []string, log *slog.Logger) error
 	pollers := fs.Int("pollers", 16, "worker task pollers")
 	hosts := fs.Int("hosts", 4, "ESXi hosts in the simulated cluster (32 cores, 256 GiB each)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the deploy phase to FILE.deploy")
-	watch := fs.Bool("watch", false, "run the per-host VM watches, as a worker does by default")
+	watch := fs.Bool("watch", false, "run the per-cluster VM watches, as a worker does by default")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -115,9 +115,11 @@ func (s *watchSet) stop() {
 // waits for the new VM's), and one rooted at a folder the same way
 // through the folder's recentTask update by every CreateVM_Task; Nimbus
 // runs no host task. The simulator also recollects every filter at every
-// change anywhere, so a filter of the host's VMs only (rather than the
-// datacenter's or the cluster's) keeps that cost down, as it keeps a real
-// vCenter's down.
+// change anywhere, so a filter of the watched hosts' VMs only (rather than
+// the datacenter's) keeps that cost down, as it keeps a real vCenter's
+// down; WatchClusterVMs puts a cluster's hosts in one filter, which
+// collects each VM once as before but costs one long poll, not one per
+// host.
 func (d *Driver) WatchVMs(ctx context.Context, h hypervisor.Host) (<-chan hypervisor.VMEvent, error) {
 	return d.watchHosts(ctx, "WatchVMs", []hypervisor.Host{h})
 }
