@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"time"
 
 	"github.com/nimbus-cloud/nimbus/models"
 	"github.com/nimbus-cloud/nimbus/planner"
@@ -19,4 +20,12 @@ func PlaceCandidates(ctx context.Context, a *VMs, zoneID int64, req planner.Requ
 		out[i] = models.Host{ID: h.ID, Name: h.Name}
 	}
 	return out, nil
+}
+
+// SetWatchHostsEvery sets how often a cluster watch looks at its hosts,
+// for tests; it answers a function that restores it.
+func SetWatchHostsEvery(d time.Duration) func() {
+	old := watchHostsEvery
+	watchHostsEvery = d
+	return func() { watchHostsEvery = old }
 }

@@ -33,6 +33,9 @@ type MaintWatchResult struct {
 	// ClusterUUID, with Stop, is the host's cluster, whose VMs are watched
 	// per cluster now (WatchClusterVMs): the per-host watch hands over.
 	ClusterUUID string `json:",omitempty"`
+	// HostsChanged: the cluster's Up hosts changed, the watch ended early
+	// so that the next one covers them (no failure to wait after).
+	HostsChanged bool `json:",omitempty"`
 }
 
 // MaintWatchClusterInput names the cluster a watch follows.
@@ -100,7 +103,7 @@ func (a *Maintenance) MaintWatchHost(ctx context.Context, in MaintWatchInput) (M
 	if err != nil {
 		return res, driverFailure(err)
 	}
-	return watchFollow(ctx, cancel, wctx, events, func(ev hypervisor.VMEvent) (bool, error) {
+	return watchFollow(ctx, cancel, wctx, events, nil, func(ev hypervisor.VMEvent) (bool, error) {
 		done, err := a.watchApply(ctx, &h, target, drv, ev)
 		if done {
 			activity.GetLogger(ctx).Info("VM power state repaired from a host event", "host", h.Name, "vm", ev.Name, "state", ev.State, "reason", ev.Reason)
@@ -128,20 +131,9 @@ func (a *Maintenance) MaintWatchCluster(ctx context.Context, in MaintWatchCluste
 		}
 		return res, err
 	}
-	var all []models.Host
-	if err := a.DB.NewSelect().Model(&all).Where("cluster_id = ? AND type = ?", cl.ID, models.HostTypeRouting).Order("id").Scan(ctx); err != nil {
+	typ, up, err := a.watchClusterHosts(ctx, cl.ID)
+	if err != nil {
 		return res, err
-	}
-	typ := ""
-	var up []models.Host
-	for _, h := range all {
-		if !WatchedHypervisors[h.HypervisorType] || h.State == models.HostRemoved {
-			continue
-		}
-		typ = h.HypervisorType
-		if h.State == models.HostUp {
-			up = append(up, h)
-		}
 	}
 	if typ == "" {
 		res.Stop = true
@@ -180,7 +172,23 @@ func (a *Maintenance) MaintWatchCluster(ctx context.Context, in MaintWatchCluste
 	if err != nil {
 		return res, driverFailure(err)
 	}
-	return watchFollow(ctx, cancel, wctx, events, func(ev hypervisor.VMEvent) (bool, error) {
+	// A host added to the cluster, back Up or gone ends this watch early
+	// (its workflow starts the next one at once): the watch covers the
+	// hosts Up when it began, and a new host's VMs would otherwise go
+	// unwatched for up to maintWatchFor.
+	changed := func() bool {
+		_, now, err := a.watchClusterHosts(ctx, cl.ID)
+		if err != nil || len(now) != len(up) {
+			return err == nil
+		}
+		for i := range now {
+			if now[i].ID != up[i].ID {
+				return true
+			}
+		}
+		return false
+	}
+	return watchFollow(ctx, cancel, wctx, events, changed, func(ev hypervisor.VMEvent) (bool, error) {
 		h := hosts[ev.HostID]
 		if h == nil {
 			return false, nil // not a host of this watch
@@ -193,15 +201,55 @@ func (a *Maintenance) MaintWatchCluster(ctx context.Context, in MaintWatchCluste
 	})
 }
 
+// watchClusterHosts answers the hypervisor type of a cluster's watched
+// hosts ("" when it has none) and those Up, by id.
+func (a *Maintenance) watchClusterHosts(ctx context.Context, clusterID int64) (string, []models.Host, error) {
+	var all []models.Host
+	if err := a.DB.NewSelect().Model(&all).Where("cluster_id = ? AND type = ?", clusterID, models.HostTypeRouting).Order("id").Scan(ctx); err != nil {
+		return "", nil, err
+	}
+	typ := ""
+	var up []models.Host
+	for _, h := range all {
+		if !WatchedHypervisors[h.HypervisorType] || h.State == models.HostRemoved {
+			continue
+		}
+		typ = h.HypervisorType
+		if h.State == models.HostUp {
+			up = append(up, h)
+		}
+	}
+	return typ, up, nil
+}
+
+// watchHostsEvery is how often a cluster watch looks whether its cluster's
+// Up hosts changed.
+var watchHostsEvery = 30 * time.Second
+
 // watchFollow applies a watch's events (apply says whether it repaired a
 // VM) until the watch ends (its full time, wctx, or the driver's), the
-// activity ends or its worker stops, heartbeating.
-func watchFollow(ctx context.Context, cancel context.CancelFunc, wctx context.Context, events <-chan hypervisor.VMEvent, apply func(hypervisor.VMEvent) (bool, error)) (MaintWatchResult, error) {
+// activity ends, its worker stops or changed (if not nil, asked every
+// watchHostsEvery) says its hosts changed, heartbeating.
+func watchFollow(ctx context.Context, cancel context.CancelFunc, wctx context.Context, events <-chan hypervisor.VMEvent,
+	changed func() bool, apply func(hypervisor.VMEvent) (bool, error)) (MaintWatchResult, error) {
 	var res MaintWatchResult
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
+	var check <-chan time.Time
+	if changed != nil {
+		t := time.NewTicker(watchHostsEvery)
+		defer t.Stop()
+		check = t.C
+	}
 	for {
 		select {
+		case <-check:
+			if changed() {
+				cancel()
+				watchDrain(events, watchEndWait)
+				res.HostsChanged = true
+				return res, nil
+			}
 		case <-activity.GetWorkerStopChannel(ctx):
 			// The worker is stopping: end the watch in vCenter (its long
 			// poll cancelled, its collector destroyed) before the process

@@ -76,8 +76,9 @@ func startWatch(ctx workflow.Context, hostUUID string) {
 // WatchClusterVMs follows the VM power changes of all the Up hosts of a
 // vSphere cluster for as long as the cluster has hosts: one
 // MaintWatchCluster activity at a time (one long poll to vCenter for the
-// whole cluster, up to ten minutes, heartbeating), then continue-as-new,
-// which picks up hosts added, removed or back Up. Tens of thousands of
+// whole cluster, up to ten minutes or until the cluster's Up hosts change,
+// heartbeating), then continue-as-new, which picks up hosts added, removed
+// or back Up. Tens of thousands of
 // hosts under a few vCenters cost one watch per cluster rather than per
 // host. Its workflow id is one per cluster (clusterWatchID), so starting it
 // again while it runs does nothing.
@@ -92,9 +93,10 @@ func WatchClusterVMs(ctx workflow.Context, in activities.MaintWatchClusterInput)
 	if err == nil && out.Stop {
 		return nil
 	}
-	// A watch that ran its full time goes on at once, idle or not; a
-	// failed or idle one (no host Up, vCenter unreachable) waits first.
-	if !(err == nil && out.Full) && (err != nil || out.Events == 0) {
+	// A watch that ran its full time, or ended because the cluster's Up
+	// hosts changed, goes on at once, idle or not; a failed or idle one
+	// (no host Up, vCenter unreachable) waits first.
+	if !(err == nil && (out.Full || out.HostsChanged)) && (err != nil || out.Events == 0) {
 		if err != nil {
 			workflow.GetLogger(ctx).Warn("the VM watch of a cluster ended", "cluster", in.ClusterUUID, "err", err)
 		}

@@ -133,6 +133,7 @@ func TestWatchClusterVMsContinues(t *testing.T) {
 	}{
 		{"full and idle", activities.MaintWatchResult{Full: true}, false, false},
 		{"full with events", activities.MaintWatchResult{Full: true, Events: 3}, false, false},
+		{"hosts changed", activities.MaintWatchResult{HostsChanged: true}, false, false},
 		{"no host up", activities.MaintWatchResult{}, false, true},
 		{"cluster gone", activities.MaintWatchResult{Stop: true}, true, false},
 	} {
