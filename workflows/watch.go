@@ -16,8 +16,8 @@ import (
 const watchRetryAfter = 30 * time.Second
 
 // WatchHostVMs (replaced by WatchClusterVMs; kept for the histories of
-// running watches, which hand over to their cluster's) follows a host's VM power changes for as long as the host
-// exists: one MaintWatchHost activity at a time (each up to ten minutes,
+// running watches, which hand over to their cluster's) follows a host's VM
+// power changes for as long as the host exists: one MaintWatchHost activity at a time (each up to ten minutes,
 // heartbeating), then continue-as-new. A VM powered off or on behind
 // Nimbus's back is repaired within seconds instead of at the next
 // reconcile run. Its workflow id is one per host (watchID), so starting it
@@ -78,9 +78,8 @@ func startWatch(ctx workflow.Context, hostUUID string) {
 // MaintWatchCluster activity at a time (one long poll to vCenter for the
 // whole cluster, up to ten minutes or until the cluster's Up hosts change,
 // heartbeating), then continue-as-new, which picks up hosts added, removed
-// or back Up. Tens of thousands of
-// hosts under a few vCenters cost one watch per cluster rather than per
-// host. Its workflow id is one per cluster (clusterWatchID), so starting it
+// or back Up. Tens of thousands of hosts under a few vCenters cost one
+// watch per cluster rather than per host. Its workflow id is one per cluster (clusterWatchID), so starting it
 // again while it runs does nothing.
 func WatchClusterVMs(ctx workflow.Context, in activities.MaintWatchClusterInput) error {
 	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
