@@ -17,8 +17,9 @@ const watchRetryAfter = 30 * time.Second
 
 // WatchHostVMs (replaced by WatchClusterVMs; kept for the histories of
 // running watches, which hand over to their cluster's) follows a host's VM
-// power changes for as long as the host exists: one MaintWatchHost activity at a time (each up to ten minutes,
-// heartbeating), then continue-as-new. A VM powered off or on behind
+// power changes for as long as the host exists: one MaintWatchHost
+// activity at a time (each up to ten minutes, heartbeating), then
+// continue-as-new. A VM powered off or on behind
 // Nimbus's back is repaired within seconds instead of at the next
 // reconcile run. Its workflow id is one per host (watchID), so starting it
 // again while it runs does nothing.
