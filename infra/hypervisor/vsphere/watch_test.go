@@ -141,16 +141,51 @@ func TestWatchVMsUnderChurn(t *testing.T) {
 		if err != nil {
 			t.Fatalf("WatchVMs %s: %v", h.ID, err)
 		}
-		// Read all along, as the watch activity does, so each watch polls
-		// while the VMs churn.
-		buf := make(chan hypervisor.VMEvent, 1024)
-		go func() {
-			defer close(buf)
-			for ev := range ch {
-				buf <- ev
-			}
-		}()
-		chans = append(chans, buf)
+		chans = append(chans, ch)
+	}
+	watchChurn(ctx, t, e, chans)
+}
+
+// TestWatchClusterVMsUnderChurn is the same churn under one watch of all
+// the cluster's hosts (one collector, a filter spec per host).
+func TestWatchClusterVMsUnderChurn(t *testing.T) {
+	t.Setenv(vsphere.WatchEnv, "true")
+	e := newEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := e.drv.WatchClusterVMs(ctx, e.hosts)
+	if err != nil {
+		t.Fatalf("WatchClusterVMs: %v", err)
+	}
+	chans := make([]<-chan hypervisor.VMEvent, len(e.hosts))
+	for i := range chans {
+		chans[i] = ch
+	}
+	watchChurn(ctx, t, e, chans)
+}
+
+// watchChurn churns VMs on e's hosts while the watches run (chans[i] has
+// the events of host i; hosts may share one), then checks that each host's
+// watch reports a VM made on it afterwards.
+func watchChurn(ctx context.Context, t *testing.T, e *env, watches []<-chan hypervisor.VMEvent) {
+	t.Helper()
+	// Read all along, as the watch activity does, so each watch polls
+	// while the VMs churn.
+	bufs := map[<-chan hypervisor.VMEvent]chan hypervisor.VMEvent{}
+	chans := make([]<-chan hypervisor.VMEvent, len(watches))
+	for i, ch := range watches {
+		buf, ok := bufs[ch]
+		if !ok {
+			buf = make(chan hypervisor.VMEvent, 1024)
+			bufs[ch] = buf
+			go func() {
+				defer close(buf)
+				for ev := range ch {
+					buf <- ev
+				}
+			}()
+		}
+		chans[i] = buf
 	}
 	mk := func(h hypervisor.Host, name, uuid string, start bool) (hypervisor.VMSpec, error) {
 		root, err := e.pools.CreateVolume(ctx, e.ds0, storage.VolumeSpec{ID: name, Path: name, SizeBytes: 16 << 20})
