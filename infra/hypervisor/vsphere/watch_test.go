@@ -23,18 +23,7 @@ func TestWatchVMs(t *testing.T) {
 	defer cancel()
 	h1, h2 := e.hosts[0], e.hosts[1]
 	mk := func(h hypervisor.Host, name, uuid string) hypervisor.VMSpec {
-		root, err := e.pools.CreateVolume(ctx, e.ds0, storage.VolumeSpec{ID: name, Path: name, SizeBytes: 16 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := spec(name, uuid, hypervisor.Disk{Path: root.Path})
-		if _, err := e.drv.DefineVM(ctx, h, s); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.drv.StartVM(ctx, h, s.Ref()); err != nil {
-			t.Fatal(err)
-		}
-		return s
+		return runningVM(ctx, t, e, h, name, uuid)
 	}
 	s := mk(h1, "i-2-40-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000400")
 	other := mk(h2, "i-2-41-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000410")
@@ -257,18 +246,7 @@ func TestWatchClusterVMs(t *testing.T) {
 	defer cancel()
 	h1, h2, h3 := e.hosts[0], e.hosts[1], e.hosts[2]
 	mk := func(h hypervisor.Host, name, uuid string) hypervisor.VMSpec {
-		root, err := e.pools.CreateVolume(ctx, e.ds0, storage.VolumeSpec{ID: name, Path: name, SizeBytes: 16 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := spec(name, uuid, hypervisor.Disk{Path: root.Path})
-		if _, err := e.drv.DefineVM(ctx, h, s); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.drv.StartVM(ctx, h, s.Ref()); err != nil {
-			t.Fatal(err)
-		}
-		return s
+		return runningVM(ctx, t, e, h, name, uuid)
 	}
 	a := mk(h1, "i-2-50-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000500")
 	b := mk(h2, "i-2-51-VM", "5b9d0a53-6f1e-4c3e-9f4e-0a0000000510")
@@ -325,4 +303,21 @@ func TestWatchClusterVMs(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the watch did not end with its context")
 	}
+}
+
+// runningVM defines and starts a VM with a root disk on datastore 0.
+func runningVM(ctx context.Context, t *testing.T, e *env, h hypervisor.Host, name, uuid string) hypervisor.VMSpec {
+	t.Helper()
+	root, err := e.pools.CreateVolume(ctx, e.ds0, storage.VolumeSpec{ID: name, Path: name, SizeBytes: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := spec(name, uuid, hypervisor.Disk{Path: root.Path})
+	if _, err := e.drv.DefineVM(ctx, h, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.drv.StartVM(ctx, h, s.Ref()); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
